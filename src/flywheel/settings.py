@@ -1,0 +1,144 @@
+"""One settings object for the whole platform.
+
+Every URL, port, token, path and mode comes from here. Values are read, in order of
+precedence, from the environment (`FLYWHEEL_<NAME>`), then an optional `.env` file in the
+working directory, then the defaults below, which are the embedded dev-box defaults
+(`.flywheel/` for all data, services on 127.0.0.1). `.env.example` documents each one.
+
+Secrets (the Label Studio admin password and API token) are never fixed in code: when
+not set they are generated once and kept under `<home>/secrets/` (mode 0600), so a
+restart keeps the same ones.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from flywheel.errors import SettingsError
+
+Port = int
+
+__all__ = ["Settings", "SettingsError", "get_settings", "load"]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="FLYWHEEL_", env_file=".env", extra="ignore", validate_default=True
+    )
+
+    # --- where and how -------------------------------------------------------------
+    mode: Literal["local", "cluster"] = "local"
+    home: Path = Field(Path(".flywheel"), description="All dev-box data lives here.")
+    host: str = Field("127.0.0.1", description="Interface the dev-box services bind to.")
+
+    # --- MLflow: tracking server and model registry ---------------------------------
+    mlflow_port: Port = Field(5000, ge=1, le=65535)
+    mlflow_tracking_uri: str | None = Field(None, description="Default: the local server.")
+    mlflow_experiment: str = "flywheel"
+    model_name: str = Field("flywheel-digits", description="Registered model name.")
+
+    # --- Label Studio ----------------------------------------------------------------
+    label_studio_port: Port = Field(8080, ge=1, le=65535)
+    label_studio_url: str | None = Field(None, description="Default: the local server.")
+    label_studio_username: str = "admin@flywheel.local"
+    label_studio_password: SecretStr | None = None
+    label_studio_token: SecretStr | None = None
+    label_studio_venv: Path = Field(Path(".venv-labelstudio"), description="Server's own venv.")
+    label_studio_project: str = "flywheel-digits"
+
+    # --- Feast --------------------------------------------------------------------------
+    feature_repo: Path = Path("feature_repo")
+    feast_port: Port = Field(6566, ge=1, le=65535)
+
+    # --- serving (KServe model servers) and the loop trigger -------------------------
+    predictor_port: Port = Field(8085, ge=1, le=65535)
+    transformer_port: Port = Field(8086, ge=1, le=65535)
+    trigger_port: Port = Field(8090, ge=1, le=65535)
+
+    # --- supervision ----------------------------------------------------------------------
+    health_timeout_s: float = Field(300.0, gt=0, description="How long `up` waits per service.")
+
+    @field_validator("home", "feature_repo", "label_studio_venv")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    # --- derived values ---------------------------------------------------------------
+    def url(self, port: int) -> str:
+        return f"http://{self.host}:{port}"
+
+    @property
+    def tracking_uri(self) -> str:
+        return self.mlflow_tracking_uri or self.url(self.mlflow_port)
+
+    @property
+    def label_studio_base_url(self) -> str:
+        return self.label_studio_url or self.url(self.label_studio_port)
+
+    @property
+    def data_dir(self) -> Path:
+        return self.home / "data"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.home / "logs"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.home / "run"
+
+    def secret(self, name: str, value: SecretStr | None = None, nbytes: int = 24) -> str:
+        """Return `value` if set, else the secret stored under home/secrets, made once."""
+        if value is not None:
+            return value.get_secret_value()
+        path = self.home / "secrets" / name
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.parent.chmod(0o700)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(secrets.token_hex(nbytes)[:40])
+        return path.read_text().strip()
+
+    @property
+    def ls_token(self) -> str:
+        """Label Studio API token (6-40 chars, as Label Studio requires)."""
+        token = self.secret("label_studio_token", self.label_studio_token, 20)
+        if not 6 <= len(token) <= 40:
+            raise SettingsError("FLYWHEEL_LABEL_STUDIO_TOKEN must be 6 to 40 characters long")
+        return token
+
+    @property
+    def ls_password(self) -> str:
+        return self.secret("label_studio_password", self.label_studio_password)
+
+
+def env_name(field: str) -> str:
+    """The environment variable that sets `field`, for error messages."""
+    return f"FLYWHEEL_{field.upper()}"
+
+
+def load(**overrides) -> Settings:
+    """Build the settings, turning validation errors into one clear SettingsError."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            field = ".".join(str(p) for p in err["loc"]) or "settings"
+            given = err.get("input")
+            problems.append(f"{env_name(field)}={given!r}: {err['msg']}")
+        raise SettingsError("invalid setting " + "; ".join(problems)) from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings (cached; tests build their own with `load`)."""
+    return load()
