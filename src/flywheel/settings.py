@@ -52,20 +52,40 @@ class Settings(BaseSettings):
     label_studio_token: SecretStr | None = None
     label_studio_venv: Path = Field(Path(".venv-labelstudio"), description="Server's own venv.")
     label_studio_project: str = "flywheel-digits"
+    label_classes: list[str] = Field(
+        default=[str(d) for d in range(10)],
+        description='Class names, as JSON: ["0","1",...]. The labelling config offers these.',
+    )
+    trigger_min_labels: int = Field(50, ge=1, description="New labels that start a turn.")
 
     # --- Feast --------------------------------------------------------------------------
     feature_repo: Path = Path("feature_repo")
     feast_port: Port = Field(6566, ge=1, le=65535)
+    feature_service: str = Field("item_classifier", description="Feast feature service.")
+    image_size: int = Field(8, ge=2, le=512, description="Side of the pixel representation.")
+
+    # --- training and the registry -----------------------------------------------------------
+    holdout_fraction: float = Field(0.2, ge=0.0, lt=1.0, description="Fixed holdout share.")
+    promotion_margin: float = Field(
+        0.0, ge=0.0, le=1.0, description="Holdout accuracy a challenger must gain to win."
+    )
+    model_arch: str = Field("cnn", description="Classifier architecture by name.")
 
     # --- serving (KServe model servers) and the loop trigger -------------------------
     predictor_port: Port = Field(8085, ge=1, le=65535)
     transformer_port: Port = Field(8086, ge=1, le=65535)
     trigger_port: Port = Field(8090, ge=1, le=65535)
+    max_batch: int = Field(256, ge=1, description="Largest batch a model server accepts.")
+
+    # --- cluster side (offline checks) ---------------------------------------------------------
+    crds_dir: Path = Field(
+        Path("../shared/crds"), description="Upstream CRDs used to validate custom resources."
+    )
 
     # --- supervision ----------------------------------------------------------------------
     health_timeout_s: float = Field(300.0, gt=0, description="How long `up` waits per service.")
 
-    @field_validator("home", "feature_repo", "label_studio_venv")
+    @field_validator("home", "feature_repo", "label_studio_venv", "crds_dir")
     @classmethod
     def _absolute(cls, value: Path) -> Path:
         return value.expanduser().resolve()
@@ -93,6 +113,16 @@ class Settings(BaseSettings):
     @property
     def run_dir(self) -> Path:
         return self.home / "run"
+
+    @property
+    def catalogue_path(self) -> Path:
+        """The item catalogue (parquet): one row per item image, see flywheel.labelling."""
+        return self.data_dir / "catalogue.parquet"
+
+    @property
+    def snapshot_dir(self) -> Path:
+        """Label snapshots (parquet), one file per snapshot id."""
+        return self.data_dir / "snapshots"
 
     def secret(self, name: str, value: SecretStr | None = None, nbytes: int = 24) -> str:
         """Return `value` if set, else the secret stored under home/secrets, made once."""
