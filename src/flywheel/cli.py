@@ -105,6 +105,10 @@ GROUPS = [
     ("flywheel.registry.cli", "app", "registry"),
     ("flywheel.serving.cli", "app", "serve"),
     ("flywheel.loop.cli", "app", "loop"),
+    ("flywheel.loop.cli", "demo", "demo"),
+    ("flywheel.deploy.cli", "deploy", "deploy"),
+    ("flywheel.deploy.cli", "undeploy", "undeploy"),
+    ("flywheel.deploy.cli", "crds_app", "crds"),
 ]
 
 for _module, _attr, _name in GROUPS:

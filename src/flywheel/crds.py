@@ -1,0 +1,97 @@
+"""Offline validation of custom resources against upstream CRDs.
+
+Kubernetes validates a custom resource against the `openAPIV3Schema` of its CRD. Without a
+cluster we do the same with jsonschema: find the CRD whose group and kind match the
+object, take the schema of the object's version, translate the few OpenAPI-only keywords
+(`nullable`, `x-kubernetes-int-or-string`) and validate. The CRD files are the upstream
+release files, read from `settings.crds_dir` (`make crds` downloads them).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import yaml
+
+from flywheel.errors import InputError
+
+# Pinned upstream CRD files: (project, version, path in the repository).
+CRD_SOURCES = {
+    "serving.kserve.io_inferenceservices.yaml": (
+        "kserve/kserve", "v0.20.0", "config/crd/full/serving.kserve.io_inferenceservices.yaml"),
+    "serving.kserve.io_servingruntimes.yaml": (
+        "kserve/kserve", "v0.20.0", "config/crd/full/serving.kserve.io_servingruntimes.yaml"),
+    "serving.kserve.io_clusterservingruntimes.yaml": (
+        "kserve/kserve", "v0.20.0",
+        "config/crd/full/serving.kserve.io_clusterservingruntimes.yaml"),
+    "trainer.kubeflow.org_trainjobs.yaml": (
+        "kubeflow/trainer", "v2.3.0", "manifests/base/crds/trainer.kubeflow.org_trainjobs.yaml"),
+    "trainer.kubeflow.org_clustertrainingruntimes.yaml": (
+        "kubeflow/trainer", "v2.3.0",
+        "manifests/base/crds/trainer.kubeflow.org_clustertrainingruntimes.yaml"),
+    "feast.dev_featurestores.yaml": (
+        "feast-dev/feast", "v0.66.0",
+        "infra/feast-operator/config/crd/bases/feast.dev_featurestores.yaml"),
+}
+
+
+class MissingCRDs(InputError):
+    """The CRD folder is not there; `make crds` fetches it."""
+
+
+def _to_json_schema(node):
+    if isinstance(node, list):
+        return [_to_json_schema(n) for n in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: _to_json_schema(v) for k, v in node.items() if not k.startswith("x-kubernetes")}
+    if node.get("x-kubernetes-int-or-string"):
+        out.pop("type", None)
+        out["anyOf"] = [{"type": "integer"}, {"type": "string"}]
+    if out.pop("nullable", False) and "type" in out:
+        out["type"] = [out["type"], "null"]
+    return out
+
+
+@lru_cache(maxsize=None)
+def _schemas(crds_dir: Path) -> dict[tuple[str, str, str], dict]:
+    """(group, version, kind) -> JSON schema, for every CRD in the folder."""
+    if not crds_dir.is_dir() or not any(crds_dir.glob("*.yaml")):
+        raise MissingCRDs(
+            f"no CRD files in {crds_dir}: run `make crds` or set FLYWHEEL_CRDS_DIR"
+        )
+    schemas = {}
+    for path in sorted(crds_dir.glob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if not doc or doc.get("kind") != "CustomResourceDefinition":
+                continue
+            spec = doc["spec"]
+            for version in spec["versions"]:
+                schema = version.get("schema", {}).get("openAPIV3Schema")
+                if schema:
+                    key = (spec["group"], version["name"], spec["names"]["kind"])
+                    schemas[key] = _to_json_schema(schema)
+    return schemas
+
+
+def known_kinds(crds_dir: Path) -> set[tuple[str, str]]:
+    """(apiVersion, kind) pairs the folder can validate."""
+    return {(f"{g}/{v}", k) for g, v, k in _schemas(crds_dir)}
+
+
+def validate_custom_resource(obj: dict, crds_dir: Path) -> None:
+    """Raise InputError naming every schema violation of `obj` (a custom resource)."""
+    import jsonschema
+
+    group, _, version = obj.get("apiVersion", "").rpartition("/")
+    key = (group, version, obj.get("kind", ""))
+    schema = _schemas(Path(crds_dir)).get(key)
+    if schema is None:
+        raise InputError(f"no CRD for {obj.get('apiVersion')} {obj.get('kind')} in {crds_dir}")
+    validator = jsonschema.Draft7Validator(schema)
+    errors = sorted(validator.iter_errors(obj), key=lambda e: list(e.absolute_path))
+    if errors:
+        name = obj.get("metadata", {}).get("name", "?")
+        lines = [f"{'.'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}" for e in errors]
+        raise InputError(f"{obj['kind']} {name} does not match its CRD: " + "; ".join(lines[:10]))
