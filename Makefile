@@ -15,7 +15,7 @@ DRY_RUN ?=
 
 help: ## show this menu
 	@awk 'BEGIN {FS = ":.*## "; printf "flywheel: make <target>\n\n"} \
-	  /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	  /^[a-zA-Z_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 ## --- setup ---------------------------------------------------------------------------
 $(VENV)/.installed: pyproject.toml constraints.txt
