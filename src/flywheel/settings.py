@@ -57,12 +57,30 @@ class Settings(BaseSettings):
         description='Class names, as JSON: ["0","1",...]. The labelling config offers these.',
     )
     trigger_min_labels: int = Field(50, ge=1, description="New labels that start a turn.")
+    trigger_action: str = Field(
+        "flywheel.labelling.trigger:log_turn",
+        description='What the trigger calls once enough labels arrive: "module:function".',
+    )
+    trigger_poll_s: float = Field(
+        30.0, ge=0, description="Trigger's polling fallback interval (0: webhooks only)."
+    )
+    trigger_url: str | None = Field(
+        None, description="Trigger URL Label Studio posts webhooks to. Default: local."
+    )
 
     # --- Feast --------------------------------------------------------------------------
     feature_repo: Path = Path("feature_repo")
     feast_port: Port = Field(6566, ge=1, le=65535)
     feature_service: str = Field("item_classifier", description="Feast feature service.")
     image_size: int = Field(8, ge=2, le=512, description="Side of the pixel representation.")
+    representation: str = Field(
+        "pixels", description='Item representation: "pixels" or "module:function".'
+    )
+    # Cluster stores (dev box: sqlite and parquet under <home>/data/feast/).
+    feast_registry_url: str | None = Field(None, description="SQL registry (SQLAlchemy URL).")
+    feast_redis_url: str = Field("redis:6379", description="Redis online store (cluster).")
+    feast_offline_uri: str | None = Field(None, description="Offline parquet (path or s3://).")
+    feast_s3_endpoint: str | None = Field(None, description="S3 endpoint (MinIO) for s3:// URIs.")
 
     # --- training and the registry -----------------------------------------------------------
     holdout_fraction: float = Field(0.2, ge=0.0, lt=1.0, description="Fixed holdout share.")
@@ -76,6 +94,26 @@ class Settings(BaseSettings):
     transformer_port: Port = Field(8086, ge=1, le=65535)
     trigger_port: Port = Field(8090, ge=1, le=65535)
     max_batch: int = Field(256, ge=1, description="Largest batch a model server accepts.")
+    champion_poll_s: float = Field(
+        10.0, ge=0, description="How often the predictor checks the champion alias (0: never)."
+    )
+
+    # --- the loop: Kubeflow pipelines ------------------------------------------------------------
+    image: str = Field("ghcr.io/flywheel-ml/flywheel:0.1.0", description="Platform image.")
+    kfp_host: str | None = Field(None, description="Kubeflow Pipelines API endpoint.")
+    kfp_experiment: str = "flywheel"
+    labels_per_turn: int = Field(50, ge=1, description="Items sent to labelling per turn.")
+    acquisition: Literal["least_confidence", "margin", "entropy", "random"] = "margin"
+    train_gpus: int = Field(0, ge=0, description="GPUs for the train step on the cluster.")
+    train_accelerator: str = Field("nvidia.com/gpu", description="Accelerator resource name.")
+    train_node_selector: dict[str, str] = Field(
+        default_factory=dict, description='JSON, e.g. {"nvidia.com/gpu.present": "true"}.'
+    )
+    train_tolerations: list[dict[str, str]] = Field(
+        default_factory=list,
+        description='JSON, e.g. [{"key": "nvidia.com/gpu", "operator": "Exists", '
+        '"effect": "NoSchedule"}].',
+    )
 
     # --- cluster side (offline checks) ---------------------------------------------------------
     crds_dir: Path = Field(

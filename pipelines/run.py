@@ -1,0 +1,134 @@
+"""Compile, run locally, and submit the pipelines.
+
+- `compile_all(settings, out_dir)`: IR YAML for the cluster (GPU settings, env, Secrets baked in).
+- `run_local(settings, ...)`: executes a turn with `kfp.local.SubprocessRunner` against the
+  local services, caching under `<home>/kfp/cache` so unchanged inputs are not recomputed.
+- `submit(settings, ...)`: uploads to a Kubeflow Pipelines endpoint with `kfp.Client`, in an
+  experiment, as a run and optionally a recurring run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from flywheel.errors import FlywheelError
+from flywheel.settings import Settings
+
+
+class PipelineFailed(FlywheelError):
+    """A pipeline step failed; the message names the step and the cause."""
+
+
+def compile_all(settings: Settings, out_dir: Path) -> dict[str, Path]:
+    from kfp import compiler
+
+    from pipelines.flywheel import build
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    turn, sweep = build(settings, cluster=True)
+    paths = {}
+    for name, func in (("flywheel-turn", turn), ("flywheel-sweep", sweep)):
+        path = out_dir / f"{name}.yaml"
+        compiler.Compiler().compile(func, package_path=str(path))
+        paths[name] = path
+    return paths
+
+
+def run_local(
+    settings: Settings, pipeline: str = "turn", params: dict | list | None = None,
+    k: int | None = None, strategy: str | None = None, cache: bool = True,
+) -> dict:
+    """Run one pipeline locally; return the outputs of its steps (by task name)."""
+    from kfp import local
+
+    from pipelines.flywheel import build
+
+    root = settings.home / "kfp"
+    tmp = root / "tmp"
+    tmp.mkdir(parents=True, exist_ok=True)
+    os.environ["TMPDIR"] = str(tmp)  # the local runner leaves temp dirs behind
+    os.environ.update(settings_env(settings))  # the steps are subprocesses: same settings
+    local.init(
+        runner=local.SubprocessRunner(use_venv=False),
+        pipeline_root=str(root / "outputs"),
+        enable_caching=cache,
+        cache_root=str(root / "cache"),
+        raise_on_error=True,
+    )
+    turn, sweep = build(settings, cluster=False)
+    func = {"turn": turn, "sweep": sweep}[pipeline]
+    kwargs = {"labels_per_turn": settings.labels_per_turn if k is None else k,
+              "strategy": strategy or settings.acquisition}
+    if params and pipeline == "turn":
+        kwargs["params_json"] = json.dumps(params)
+    elif params:
+        kwargs["trials"] = [json.dumps(p) for p in params]
+    try:
+        func(**kwargs)
+    except RuntimeError as exc:  # kfp.local raises RuntimeError naming the failed task
+        raise PipelineFailed(f"pipeline {func.name} failed: {exc}") from None
+    return _latest_outputs(root / "outputs")
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """Every setting as the FLYWHEEL_* variable that reproduces it in a subprocess."""
+    env = {}
+    for field, value in settings.model_dump().items():
+        if value is None:
+            continue
+        if hasattr(value, "get_secret_value"):
+            value = value.get_secret_value()
+        elif isinstance(value, list | dict):
+            value = json.dumps(value)
+        env[f"FLYWHEEL_{field.upper()}"] = str(value)
+    return env
+
+
+def _latest_outputs(outputs: Path) -> dict:
+    """The parameter outputs of the newest run, {task: {name: value}}."""
+    runs = sorted((p for p in outputs.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime)
+    result = {}
+    for task_dir in runs[-1].iterdir():
+        exec_out = task_dir / "executor_output.json"
+        if exec_out.exists():
+            data = json.loads(exec_out.read_text())
+            result[task_dir.name] = data.get("parameterValues", {})
+    return result
+
+
+def submit(
+    settings: Settings, pipeline: str = "turn", schedule: str | None = None,
+    upload_only: bool = False, out_dir: Path = Path("build/pipelines"),
+) -> str:
+    """Compile and submit to Kubeflow Pipelines; return the run (or recurring run) id."""
+    import kfp
+
+    if not settings.kfp_host:
+        raise FlywheelError("no Kubeflow Pipelines endpoint: set FLYWHEEL_KFP_HOST")
+    paths = compile_all(settings, out_dir)
+    name = f"flywheel-{pipeline}"
+    client = kfp.Client(host=settings.kfp_host)
+    if upload_only:
+        for pname, path in paths.items():
+            try:
+                client.upload_pipeline(str(path), pipeline_name=pname)
+            except Exception:  # already there: add a version instead
+                pid = client.get_pipeline_id(pname)
+                client.upload_pipeline_version(str(path), pipeline_version_name=
+                                               f"{pname}-{os.getpid()}", pipeline_id=pid)
+        return "uploaded"
+    experiment = client.create_experiment(settings.kfp_experiment)
+    if schedule:
+        job = client.create_recurring_run(
+            experiment_id=experiment.experiment_id, job_name=f"{name}-recurring",
+            cron_expression=schedule, pipeline_package_path=str(paths[name]),
+            max_concurrency=1,
+        )
+        return job.recurring_run_id
+    run = client.create_run_from_pipeline_package(
+        str(paths[name]), arguments={}, experiment_name=settings.kfp_experiment,
+        run_name=f"{name}",
+    )
+    return run.run_id

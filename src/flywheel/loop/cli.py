@@ -1,0 +1,115 @@
+"""`flywheel loop ...` and `flywheel demo`.
+
+The KFP side (compile, local pipeline runs, submit) lives in `pipelines/`: these commands
+reach it through `importlib`, so the flywheel library itself never imports kfp.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from flywheel.settings import get_settings
+
+app = typer.Typer(help="Turn the flywheel: run, compile and submit the pipelines.",
+                  no_args_is_help=True)
+console = Console()
+
+Engine = Annotated[str, typer.Option(help="kfp: the local Kubeflow pipeline; direct: in-process")]
+
+
+def _pipelines():
+    return importlib.import_module("pipelines.run")
+
+
+def _check_engine(engine: str) -> None:
+    if engine not in ("kfp", "direct"):
+        raise typer.BadParameter(f"engine must be kfp or direct, not {engine!r}")
+
+
+@app.command()
+def run(
+    engine: Engine = "kfp",
+    k: Annotated[int | None, typer.Option(help="Items to send to labelling.")] = None,
+    strategy: Annotated[str | None, typer.Option(help="Acquisition function.")] = None,
+    lr: Annotated[float | None, typer.Option(help="Learning rate.")] = None,
+) -> None:
+    """Run one turn of the loop against the local services."""
+    from flywheel.loop.turn import run_turn
+
+    _check_engine(engine)
+    params = {"lr": lr} if lr else None
+    with console.status("one turn: export -> features -> train -> evaluate -> register -> "
+                        "deploy -> select"):
+        report = run_turn(get_settings(), engine=engine, params=params, k=k, strategy=strategy)
+    console.print(
+        f"{report.n_labels} labels -> v{report.model_version} "
+        f"(holdout {report.challenger_accuracy:.3f}); champion v{report.champion_version} "
+        f"({'promoted' if report.promoted else 'kept'}); {len(report.selected)} items queued; "
+        f"{report.seconds:.1f} s")
+    console.print("steps: " + ", ".join(f"{k} {v:.1f} s" for k, v in report.steps.items()))
+
+
+@app.command()
+def sweep(
+    lrs: Annotated[str, typer.Option(help="Comma-separated learning rates.")] = "0.003,0.01,0.03",
+) -> None:
+    """Run the sweep pipeline locally (ParallelFor over learning rates, best one registered)."""
+    trials = [{"lr": float(v)} for v in lrs.split(",") if v.strip()]
+    outputs = _pipelines().run_local(get_settings(), "sweep", params=trials)
+    console.print(f"sweep done: {outputs.get('pick-best', {})}")
+
+
+@app.command("compile")
+def compile_(
+    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("build/pipelines"),
+) -> None:
+    """Compile both pipelines to IR YAML for Kubeflow Pipelines."""
+    for name, path in _pipelines().compile_all(get_settings(), out).items():
+        console.print(f"{name}: {path}")
+
+
+@app.command()
+def submit(
+    pipeline: Annotated[str, typer.Option(help="turn or sweep")] = "turn",
+    schedule: Annotated[str | None, typer.Option(help="Cron: a recurring run.")] = None,
+    upload_only: Annotated[bool, typer.Option(help="Only upload the pipelines.")] = False,
+) -> None:
+    """Compile and submit to the Kubeflow Pipelines endpoint (FLYWHEEL_KFP_HOST)."""
+    run_id = _pipelines().submit(get_settings(), pipeline, schedule, upload_only)
+    console.print(f"submitted: {run_id}")
+
+
+@app.command()
+def experiment(
+    seeds: Annotated[int, typer.Option(help="How many seeds.")] = 3,
+    start: Annotated[int, typer.Option(help="Seed labels.")] = 20,
+    step: Annotated[int, typer.Option(help="Labels added per round.")] = 20,
+    budget: Annotated[int, typer.Option(help="Most training labels.")] = 300,
+    target: Annotated[float, typer.Option(help="Target holdout accuracy.")] = 0.90,
+    strategy: Annotated[str, typer.Option(help="Acquisition function vs random.")] = "margin",
+    max_epochs: Annotated[int, typer.Option(help="Epochs per round.")] = 30,
+) -> None:
+    """Active learning vs random sampling on the demo collection (several seeds)."""
+    from flywheel.loop.experiment import ExperimentConfig, run_experiment
+
+    cfg = ExperimentConfig(strategies=(strategy, "random"), seeds=tuple(range(seeds)),
+                           start=start, step=step, budget=budget, target=target,
+                           max_epochs=max_epochs)
+    result = run_experiment(get_settings(), cfg)
+    console.print(f"plot: {result['plot']}")
+
+
+def demo(
+    turns: Annotated[int, typer.Option(help="Turns to run now.")] = 3,
+    engine: Engine = "kfp",
+) -> None:
+    """Turn the flywheel unattended on the demo digits (continues where it stopped)."""
+    from flywheel.loop.demo import run_demo
+
+    _check_engine(engine)
+    run_demo(get_settings(), turns=turns, engine=engine)

@@ -1,0 +1,221 @@
+"""The steps of one turn, as plain functions (the KFP components call these).
+
+Each step reads the settings from the environment, does one thing through the library,
+records its timing, and returns a small dict of plain values (what KFP passes on).
+
+    export_labels        Label Studio -> label snapshot (content-hashed parquet)
+    build_features       catalogue -> Feast (apply + materialize) -> training set parquet
+    train                training set -> MLflow run + registered version (`challenger`)
+    evaluate             challenger vs champion on the same fixed holdout
+    register             promote to `champion` if it wins (else keep the champion)
+    deploy               the model servers answer with the new champion
+    select_for_labelling champion scores the unlabelled pool -> most uncertain items become
+                         the first Label Studio tasks, with the model's guess attached
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+from flywheel.errors import FlywheelError, ServiceError
+from flywheel.loop.timings import timed
+from flywheel.settings import Settings, get_settings
+from flywheel.splits import is_holdout
+
+
+def _settings(settings: Settings | None) -> Settings:
+    return settings or get_settings()
+
+
+def export_labels(out_path: str | None = None, settings: Settings | None = None) -> dict:
+    from flywheel.labelling import export_labels as export
+
+    s = _settings(settings)
+    with timed(s, "export_labels") as rec:
+        snap = export(s)
+        if out_path:
+            Path(out_path).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(snap.path, out_path)
+        rec.update(snapshot_id=snap.snapshot_id, n_labels=len(snap.frame))
+    return {"snapshot_id": snap.snapshot_id, "n_labels": len(snap.frame),
+            "path": str(snap.path)}
+
+
+def build_features(snapshot_id: str, out_path: str, settings: Settings | None = None) -> dict:
+    from flywheel import features
+    from flywheel.labelling import read_snapshot
+
+    s = _settings(settings)
+    with timed(s, "build_features", snapshot_id=snapshot_id):
+        built = features.build_features(s)
+        frame = features.training_set(read_snapshot(s, snapshot_id), s)
+        Path(out_path).parent.mkdir(parents=True, exist_ok=True)
+        frame.to_parquet(out_path, index=False)
+    return {"n_rows": len(frame), "new_feature_rows": int(getattr(built, "new_rows", 0) or 0)}
+
+
+def read_training_set(path: str):
+    import pandas as pd
+
+    frame = pd.read_parquet(path)
+    frame["pixels"] = [np.asarray(p, dtype=np.float32) for p in frame["pixels"]]
+    return frame
+
+
+def train(training_set_path: str, snapshot_id: str, params: dict | None = None,
+          settings: Settings | None = None) -> dict:
+    from flywheel.training import TrainConfig
+    from flywheel.training import train as train_model
+
+    s = _settings(settings)
+    with timed(s, "train", snapshot_id=snapshot_id) as rec:
+        frame = read_training_set(training_set_path)
+        config = TrainConfig(snapshot_id=snapshot_id, feature_service=s.feature_service,
+                             **(params or {}))
+        if s.mode == "cluster":
+            from flywheel.training.trainjob import run_trainjob
+
+            result = run_trainjob(s, training_set_path, config)
+        else:
+            result = train_model(frame, s, config)
+        out = {"model_version": str(result.version), "run_id": str(result.run_id),
+               "model_uri": str(result.model_uri),
+               "holdout_accuracy": float(result.holdout_accuracy),
+               "val_accuracy": float(result.val_accuracy if result.val_accuracy is not None
+                                     else result.holdout_accuracy),
+               "n_train": int(result.n_train)}
+        rec.update(out)
+    return out
+
+
+def evaluate(model_version: str, settings: Settings | None = None) -> dict:
+    """The challenger's and the champion's accuracy on the same fixed holdout (measured by
+    the train step on the holdout items, logged on the challenger's run)."""
+    from mlflow import MlflowClient
+
+    s = _settings(settings)
+    with timed(s, "evaluate", model_version=model_version) as rec:
+        client = MlflowClient(tracking_uri=s.tracking_uri)
+        mv = client.get_model_version(s.model_name, model_version)
+        metrics = client.get_run(mv.run_id).data.metrics
+        challenger = float(metrics.get("holdout_accuracy", float("nan")))
+        champion = metrics.get("champion_holdout_accuracy")
+        out = {"challenger_accuracy": challenger,
+               "champion_accuracy": float(champion) if champion is not None else -1.0}
+        rec.update(out)
+    return out
+
+
+def register(model_version: str, settings: Settings | None = None) -> dict:
+    from flywheel.registry import promote
+
+    s = _settings(settings)
+    with timed(s, "register", model_version=model_version) as rec:
+        decision = promote(s, model_version)
+        out = {"promoted": decision.promoted, "champion_version": str(decision.champion_version),
+               "action": decision.action, "reason": decision.reason}
+        rec.update(out)
+    return out
+
+
+def deploy(champion_version: str, settings: Settings | None = None,
+           timeout_s: float = 120.0) -> dict:
+    """Dev box: tell the running predictor to reload and wait until it serves the version.
+    Cluster: roll the InferenceService (canary) to the new champion."""
+    s = _settings(settings)
+    with timed(s, "deploy", model_version=champion_version) as rec:
+        if s.mode == "cluster":
+            from flywheel.loop.rollout import roll_out
+
+            served = roll_out(s, champion_version)
+        else:
+            served = _reload_local(s, champion_version, timeout_s)
+        rec.update(served_version=served)
+    return {"served_version": served}
+
+
+def _reload_local(s: Settings, version: str, timeout_s: float) -> str:
+    import httpx
+
+    from flywheel import services
+
+    [status] = services.status(s, ["predictor"])
+    if status.state != "running":
+        return "not-running"  # nothing serves yet: the next `flywheel up` loads the champion
+    base = s.url(s.predictor_port)
+    httpx.post(f"{base}/admin/reload", timeout=timeout_s).raise_for_status()
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        meta = httpx.get(f"{base}/v2/models/{s.model_name}", timeout=5)
+        if meta.status_code == 200 and str(_served_version(meta.json())) == str(version):
+            return str(version)
+        time.sleep(0.2)
+    raise ServiceError(f"the predictor at {base} did not serve version {version} within "
+                       f"{timeout_s:.0f} s; see `flywheel logs predictor`")
+
+
+def _served_version(metadata: dict) -> str | None:
+    versions = metadata.get("versions") or []
+    return versions[0] if versions else metadata.get("version")
+
+
+def score_pool(s: Settings, version: str, item_ids: list[str]) -> np.ndarray:
+    """Class probabilities of `version` for the items, from their online features."""
+    import mlflow.pytorch
+    import torch
+
+    from flywheel.features import online_features
+
+    model = mlflow.pytorch.load_model(f"models:/{s.model_name}/{version}", map_location="cpu")
+    model.eval()
+    out = []
+    for start in range(0, len(item_ids), 1024):
+        x = torch.from_numpy(online_features(item_ids[start:start + 1024], s))
+        with torch.no_grad():
+            out.append(model(x).float().numpy())
+    return np.concatenate(out) if out else np.zeros((0, len(s.label_classes)), np.float32)
+
+
+def select_for_labelling(champion_version: str, k: int, strategy: str,
+                         settings: Settings | None = None, seed: int = 0) -> dict:
+    """Score the unlabelled pool (holdout items excluded: they are labelled once, for
+    evaluation) and queue the `k` most uncertain with the champion's guess attached."""
+    import mlflow
+
+    from flywheel import labelling
+
+    s = _settings(settings)
+    with timed(s, "select_for_labelling", model_version=champion_version) as rec:
+        mlflow.set_tracking_uri(s.tracking_uri)
+        pool = [i for i in labelling.unlabelled_items(s)
+                if not is_holdout(i, s.holdout_fraction)]
+        if not pool:
+            rec.update(n_selected=0)
+            _remember_selection(s, champion_version, [])
+            return {"n_selected": 0, "item_ids": []}
+        probs = score_pool(s, champion_version, pool)
+        chosen = labelling.select_for_labelling(probs, pool, k, strategy, seed)
+        index = {item: i for i, item in enumerate(pool)}
+        chosen_probs = probs[[index[i] for i in chosen]]
+        model_version = f"{s.model_name}-v{champion_version}"
+        labelling.upload_predictions(s, chosen, chosen_probs, model_version)
+        labelling.queue_for_labelling(s, chosen, tag=f"turn-v{champion_version}")
+        rec.update(n_selected=len(chosen), pool=len(pool))
+        _remember_selection(s, champion_version, chosen)
+    return {"n_selected": len(chosen), "item_ids": chosen}
+
+
+def _remember_selection(s: Settings, version: str, chosen: list[str]) -> None:
+    import json
+
+    path = s.data_dir / "loop" / "last_selection.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"model_version": version, "item_ids": chosen}))
+
+
+class TurnFailed(FlywheelError):
+    """A step of a turn failed; the message names it."""

@@ -1,0 +1,89 @@
+"""The pipelines compile to IR YAML, and the train task carries the GPU settings."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import yaml
+
+from flywheel.settings import load
+from pipelines.run import compile_all
+from tests.conftest import ROOT
+
+GPU = dict(
+    train_gpus=2,
+    train_accelerator="nvidia.com/gpu",
+    train_node_selector={"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"},
+    train_tolerations=[{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+    image="registry.example.org/flywheel:1.2.3",
+)
+
+
+def _docs(path):
+    return list(yaml.safe_load_all(path.read_text()))
+
+
+def test_both_pipelines_compile_with_gpu_settings(tmp_path):
+    settings = load(home=tmp_path / "home", **GPU)
+    paths = compile_all(settings, tmp_path / "out")
+    assert set(paths) == {"flywheel-turn", "flywheel-sweep"}
+    for name, path in paths.items():
+        spec, platform = _docs(path)
+        assert spec["pipelineInfo"]["name"] == name
+        executors = spec["deploymentSpec"]["executors"]
+        train = [e for k, e in executors.items() if k.startswith("exec-train")]
+        assert train, f"{name} has no train task"
+        resources = train[0]["container"]["resources"]
+        assert resources["accelerator"]["resourceType"] == "nvidia.com/gpu"
+        assert resources["accelerator"]["resourceCount"] == "2"
+        # every step runs the platform image, which already holds flywheel and kfp
+        assert {e["container"]["image"] for e in executors.values()} == {GPU["image"]}
+        k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+        train_k8s = [e for k, e in k8s.items() if k.startswith("exec-train")][0]
+        assert train_k8s["nodeSelector"]["labels"] == GPU["train_node_selector"]
+        assert train_k8s["tolerations"] == GPU["train_tolerations"]
+        # secrets come from Kubernetes Secrets, never baked into the YAML
+        text = path.read_text()
+        assert "FLYWHEEL_LABEL_STUDIO_TOKEN" in text
+        assert settings.ls_token not in text
+
+
+def test_turn_has_the_steps_and_the_promotion_condition(tmp_path):
+    paths = compile_all(load(home=tmp_path / "home"), tmp_path / "out")
+    spec, _ = _docs(paths["flywheel-turn"])
+    tasks = spec["root"]["dag"]["tasks"]
+    for step in ("export-labels", "build-features", "train", "evaluate", "register",
+                 "select-for-labelling"):
+        assert step in tasks, step
+    condition = [t for t in tasks.values() if "triggerPolicy" in t]
+    assert condition and "promoted" in json.dumps(condition)
+    assert tasks["export-labels"]["cachingOptions"] == {}  # never cached
+    assert tasks["build-features"]["cachingOptions"]["enableCache"] is True
+
+
+def test_sweep_fans_out(tmp_path):
+    paths = compile_all(load(home=tmp_path / "home"), tmp_path / "out")
+    spec, _ = _docs(paths["flywheel-sweep"])
+    assert "iteratorPolicy" in json.dumps(spec) or "parameterIterator" in json.dumps(spec)
+    assert "pick-best" in spec["root"]["dag"]["tasks"]
+
+
+def test_no_gpu_by_default(tmp_path):
+    paths = compile_all(load(home=tmp_path / "home"), tmp_path / "out")
+    assert "accelerator" not in paths["flywheel-turn"].read_text()
+
+
+def test_cli_compiles(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "flywheel.cli", "loop", "compile", "--out",
+                          str(tmp_path)], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "flywheel-turn.yaml").exists()
+
+
+def test_library_never_imports_kfp():
+    code = ("import sys, flywheel.cli, flywheel.loop.steps, flywheel.loop.turn, "
+            "flywheel.loop.demo; print('kfp' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert out.stdout.strip() == "False", out.stderr
