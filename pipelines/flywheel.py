@@ -15,6 +15,7 @@ settings through kfp-kubernetes; locally they are ignored.
 
 
 import json
+from typing import NamedTuple
 
 from kfp import dsl, kubernetes
 
@@ -70,7 +71,7 @@ def build(settings: Settings | None = None, cluster: bool = False):
         params_json: str = "{}",
         labels_per_turn: int = s.labels_per_turn,
         strategy: str = s.acquisition,
-    ):
+    ) -> TurnOutputs:
         snap = _configure(export_labels(), s, cluster).set_caching_options(False)
         feats = _configure(build_features(snapshot_id=snap.outputs["snapshot_id"]), s, cluster)
         trained = _gpu(_configure(train(
@@ -78,7 +79,16 @@ def build(settings: Settings | None = None, cluster: bool = False):
             snapshot_id=snap.outputs["snapshot_id"],
             params_json=params_json,
         ), s, cluster), s)
-        _turn_tail(trained.outputs["model_version"], labels_per_turn, strategy, s, cluster)
+        evaluated, decision = _turn_tail(
+            trained.outputs["model_version"], labels_per_turn, strategy, s, cluster)
+        return TurnOutputs(
+            n_labels=snap.outputs["n_labels"],
+            model_version=trained.outputs["model_version"],
+            challenger_accuracy=evaluated.outputs["challenger_accuracy"],
+            champion_accuracy=evaluated.outputs["champion_accuracy"],
+            promoted=decision.outputs["promoted"],
+            champion_version=decision.outputs["champion_version"],
+        )
 
     @dsl.pipeline(name="flywheel-sweep", description="Hyperparameter sweep, best one registered.")
     def flywheel_sweep(
@@ -103,7 +113,13 @@ def build(settings: Settings | None = None, cluster: bool = False):
     return flywheel_turn, flywheel_sweep
 
 
-def _turn_tail(model_version, labels_per_turn, strategy, s: Settings, cluster: bool) -> None:
+TurnOutputs = NamedTuple("TurnOutputs", [
+    ("n_labels", int), ("model_version", str), ("challenger_accuracy", float),
+    ("champion_accuracy", float), ("promoted", bool), ("champion_version", str),
+])
+
+
+def _turn_tail(model_version, labels_per_turn, strategy, s: Settings, cluster: bool):
     """evaluate -> register -> (deploy if promoted) -> select_for_labelling."""
     evaluated = _configure(evaluate(model_version=model_version), s, cluster)
     decision = _configure(register(model_version=model_version), s, cluster)
@@ -116,3 +132,4 @@ def _turn_tail(model_version, labels_per_turn, strategy, s: Settings, cluster: b
         strategy=strategy,
     ), s, cluster)
     chosen.set_caching_options(False)
+    return evaluated, decision

@@ -40,16 +40,26 @@ def run_local(
     settings: Settings, pipeline: str = "turn", params: dict | list | None = None,
     k: int | None = None, strategy: str | None = None, cache: bool = True,
 ) -> dict:
-    """Run one pipeline locally; return the outputs of its steps (by task name)."""
+    """Run one pipeline locally; return the pipeline's outputs."""
+    root = settings.home / "kfp"
+    tmp = root / "tmp"
+    tmp.mkdir(parents=True, exist_ok=True)
+    saved = dict(os.environ)
+    os.environ["TMPDIR"] = str(tmp)  # the local runner leaves temp dirs behind
+    os.environ.update(settings_env(settings))  # the steps are subprocesses: same settings
+    try:
+        return _run(settings, func_name=pipeline, root=root, cache=cache, params=params, k=k,
+                    strategy=strategy)
+    finally:  # leave this process's environment as it was
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def _run(settings, func_name, root, cache, params, k, strategy) -> dict:
     from kfp import local
 
     from pipelines.flywheel import build
 
-    root = settings.home / "kfp"
-    tmp = root / "tmp"
-    tmp.mkdir(parents=True, exist_ok=True)
-    os.environ["TMPDIR"] = str(tmp)  # the local runner leaves temp dirs behind
-    os.environ.update(settings_env(settings))  # the steps are subprocesses: same settings
     local.init(
         runner=local.SubprocessRunner(use_venv=False),
         pipeline_root=str(root / "outputs"),
@@ -58,18 +68,18 @@ def run_local(
         raise_on_error=True,
     )
     turn, sweep = build(settings, cluster=False)
-    func = {"turn": turn, "sweep": sweep}[pipeline]
+    func = {"turn": turn, "sweep": sweep}[func_name]
     kwargs = {"labels_per_turn": settings.labels_per_turn if k is None else k,
               "strategy": strategy or settings.acquisition}
-    if params and pipeline == "turn":
+    if params and func_name == "turn":
         kwargs["params_json"] = json.dumps(params)
     elif params:
         kwargs["trials"] = [json.dumps(p) for p in params]
     try:
-        func(**kwargs)
+        task = func(**kwargs)
     except RuntimeError as exc:  # kfp.local raises RuntimeError naming the failed task
         raise PipelineFailed(f"pipeline {func.name} failed: {exc}") from None
-    return _latest_outputs(root / "outputs")
+    return dict(task.outputs)
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
@@ -84,18 +94,6 @@ def settings_env(settings: Settings) -> dict[str, str]:
             value = json.dumps(value)
         env[f"FLYWHEEL_{field.upper()}"] = str(value)
     return env
-
-
-def _latest_outputs(outputs: Path) -> dict:
-    """The parameter outputs of the newest run, {task: {name: value}}."""
-    runs = sorted((p for p in outputs.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime)
-    result = {}
-    for task_dir in runs[-1].iterdir():
-        exec_out = task_dir / "executor_output.json"
-        if exec_out.exists():
-            data = json.loads(exec_out.read_text())
-            result[task_dir.name] = data.get("parameterValues", {})
-    return result
 
 
 def submit(

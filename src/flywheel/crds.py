@@ -16,6 +16,8 @@ import yaml
 
 from flywheel.errors import InputError
 
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the C parser: 5x faster on big CRDs
+
 # Pinned upstream CRD files: (project, version, path in the repository).
 CRD_SOURCES = {
     "serving.kserve.io_inferenceservices.yaml": (
@@ -63,7 +65,7 @@ def _schemas(crds_dir: Path) -> dict[tuple[str, str, str], dict]:
         )
     schemas = {}
     for path in sorted(crds_dir.glob("*.yaml")):
-        for doc in yaml.safe_load_all(path.read_text()):
+        for doc in yaml.load_all(path.read_text(), Loader=_LOADER):
             if not doc or doc.get("kind") != "CustomResourceDefinition":
                 continue
             spec = doc["spec"]

@@ -170,8 +170,11 @@ def score_pool(s: Settings, version: str, item_ids: list[str]) -> np.ndarray:
 
     from flywheel.features import online_features
 
-    model = mlflow.pytorch.load_model(f"models:/{s.model_name}/{version}", map_location="cpu")
-    model.eval()
+    model = mlflow.pytorch.load_model(f"models:/{s.model_name}/{version}")
+    try:
+        model.eval()
+    except NotImplementedError:  # a torch.export (pt2) program is already in eval mode
+        pass
     out = []
     for start in range(0, len(item_ids), 1024):
         x = torch.from_numpy(online_features(item_ids[start:start + 1024], s))

@@ -48,37 +48,37 @@ def run_turn(settings: Settings, engine: str = "direct", params: dict | None = N
     if engine == "kfp":
         # pipelines/ composes the KFP side; flywheel itself never imports kfp.
         runner = importlib.import_module("pipelines.run")
-        runner.run_local(settings, "turn", params=params, k=k, strategy=strategy)
+        out = runner.run_local(settings, "turn", params=params, k=k, strategy=strategy)
     else:
-        _direct(settings, params, k, strategy)
-    rows = timings.read(settings, since=started)
-    by_step = {r["step"]: r for r in rows if r.get("ok")}
-    version = by_step["train"]["model_version"]
-    reg = by_step["register"]
-    champion = reg["champion_version"]
-    evaluation = by_step["evaluate"]
-    champion_acc = (evaluation["challenger_accuracy"] if reg["promoted"] or champion == version
-                    else evaluation["champion_accuracy"])
-    selected = json.loads(selection_path(settings).read_text())["item_ids"] \
-        if selection_path(settings).exists() else []
+        out = _direct(settings, params, k, strategy)
+    promoted = bool(out["promoted"])
+    version, champion = str(out["model_version"]), str(out["champion_version"])
+    champion_acc = (out["challenger_accuracy"] if promoted or champion == version
+                    else out["champion_accuracy"])
+    path = selection_path(settings)
+    selected = json.loads(path.read_text())["item_ids"] if path.exists() else []
     return TurnReport(
-        n_labels=by_step["export_labels"]["n_labels"], model_version=version,
-        champion_version=champion, promoted=bool(reg["promoted"]),
-        challenger_accuracy=evaluation["challenger_accuracy"], champion_accuracy=champion_acc,
-        selected=selected, seconds=time.time() - started,
-        steps={r["step"]: r["seconds"] for r in rows}, engine=engine, started=started,
+        n_labels=int(out["n_labels"]), model_version=version, champion_version=champion,
+        promoted=promoted, challenger_accuracy=float(out["challenger_accuracy"]),
+        champion_accuracy=float(champion_acc), selected=selected,
+        seconds=time.time() - started,
+        steps={r["step"]: r["seconds"] for r in timings.read(settings, since=started)},
+        engine=engine, started=started,
     )
 
 
-def _direct(settings: Settings, params, k: int, strategy: str) -> None:
+def _direct(settings: Settings, params, k: int, strategy: str) -> dict:
+    """The same steps as the pipeline, in this process."""
     snap = steps.export_labels(settings=settings)
     with tempfile.TemporaryDirectory(dir=settings.home) as tmp:
         training_set = str(Path(tmp) / "training_set.parquet")
         steps.build_features(snap["snapshot_id"], training_set, settings=settings)
         trained = steps.train(training_set, snap["snapshot_id"], params, settings=settings)
     version = trained["model_version"]
-    steps.evaluate(version, settings=settings)
+    evaluated = steps.evaluate(version, settings=settings)
     decision = steps.register(version, settings=settings)
     if decision["promoted"]:
         steps.deploy(decision["champion_version"], settings=settings)
     steps.select_for_labelling(decision["champion_version"], k, strategy, settings=settings)
+    return {"n_labels": snap["n_labels"], "model_version": version, **evaluated,
+            "promoted": decision["promoted"], "champion_version": decision["champion_version"]}

@@ -1,0 +1,288 @@
+{{/*
+Shared helpers. Named templates are global in a Helm chart tree, so every flywheel subchart
+uses these. Arguments are passed as dicts: (dict "ctx" $ "component" "mlflow" ...).
+*/}}
+
+{{- define "flywheel.labels" -}}
+app.kubernetes.io/name: {{ .component }}
+app.kubernetes.io/instance: {{ .ctx.Release.Name }}
+app.kubernetes.io/part-of: flywheel
+app.kubernetes.io/managed-by: {{ .ctx.Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .ctx.Chart.Name .ctx.Chart.Version | replace "+" "_" }}
+{{- end }}
+
+{{- define "flywheel.selectorLabels" -}}
+app.kubernetes.io/name: {{ .component }}
+app.kubernetes.io/instance: {{ .ctx.Release.Name }}
+{{- end }}
+
+{{/* Platform image (our code): global.image. */}}
+{{- define "flywheel.image" -}}
+{{- $img := .Values.global.image -}}
+{{ printf "%s:%s" $img.repository $img.tag | quote }}
+{{- end }}
+
+{{/* Pod-level security context. Args: uid (int). */}}
+{{- define "flywheel.podSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: {{ .uid }}
+runAsGroup: {{ .uid }}
+fsGroup: {{ .uid }}
+seccompProfile:
+  type: RuntimeDefault
+{{- end }}
+
+{{/* Container-level security context. Args: readOnlyRoot (bool, default true). */}}
+{{- define "flywheel.containerSecurityContext" -}}
+runAsNonRoot: true
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: {{ if hasKey . "readOnlyRoot" }}{{ .readOnlyRoot }}{{ else }}true{{ end }}
+capabilities:
+  drop: ["ALL"]
+{{- end }}
+
+{{/*
+A generated secret value: the one already in the cluster (kept on upgrade), else a fresh
+random one. `lookup` returns nothing when rendering offline, so offline renders always
+generate. Args: ctx, name (Secret), key, length.
+*/}}
+{{- define "flywheel.secretValue" -}}
+{{- $existing := lookup "v1" "Secret" .ctx.Release.Namespace .name -}}
+{{- if and $existing $existing.data (hasKey $existing.data .key) -}}
+{{ index $existing.data .key }}
+{{- else -}}
+{{ randAlphaNum (.length | default 32) | b64enc }}
+{{- end -}}
+{{- end }}
+
+{{/* --- datastore endpoints: bundled (default names) or external (global values) --- */}}
+{{- define "flywheel.postgres.host" -}}{{ .Values.global.postgres.host | default "postgres" }}{{- end }}
+{{- define "flywheel.postgres.secret" -}}{{ .Values.global.postgres.existingSecret | default "flywheel-postgres" }}{{- end }}
+{{- define "flywheel.redis.host" -}}{{ .Values.global.redis.host | default "redis" }}{{- end }}
+{{- define "flywheel.redis.secret" -}}{{ .Values.global.redis.existingSecret | default "flywheel-redis" }}{{- end }}
+{{- define "flywheel.s3.endpoint" -}}{{ .Values.global.s3.endpoint | default (printf "http://minio.%s.svc.cluster.local:9000" .Release.Namespace) }}{{- end }}
+{{- define "flywheel.s3.secret" -}}{{ .Values.global.s3.existingSecret | default "flywheel-s3" }}{{- end }}
+{{- define "flywheel.mlflow.url" -}}http://mlflow.{{ .Release.Namespace }}.svc.cluster.local:5000{{- end }}
+{{- define "flywheel.labelstudio.url" -}}http://label-studio.{{ .Release.Namespace }}.svc.cluster.local:8080{{- end }}
+{{- define "flywheel.feast.url" -}}http://feast.{{ .Release.Namespace }}.svc.cluster.local:6566{{- end }}
+
+{{/* Env: Postgres connection (password from its Secret). */}}
+{{- define "flywheel.env.postgres" -}}
+- name: PGHOST
+  value: {{ include "flywheel.postgres.host" . | quote }}
+- name: PGPORT
+  value: {{ .Values.global.postgres.port | quote }}
+- name: PGUSER
+  value: {{ .Values.global.postgres.user | quote }}
+- name: PGSSLMODE
+  value: {{ .Values.global.postgres.sslmode | quote }}
+- name: PGPASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "flywheel.postgres.secret" . }}
+      key: {{ .Values.global.postgres.passwordKey }}
+{{- end }}
+
+{{- define "flywheel.env.redis" -}}
+- name: REDIS_HOST
+  value: {{ include "flywheel.redis.host" . | quote }}
+- name: REDIS_PORT
+  value: {{ .Values.global.redis.port | quote }}
+- name: REDIS_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "flywheel.redis.secret" . }}
+      key: {{ .Values.global.redis.passwordKey }}
+{{- end }}
+
+{{/* Env: S3-compatible storage, in the names boto3 / s3fs / MLflow read. */}}
+{{- define "flywheel.env.s3" -}}
+- name: AWS_ENDPOINT_URL
+  value: {{ include "flywheel.s3.endpoint" . | quote }}
+- name: MLFLOW_S3_ENDPOINT_URL
+  value: {{ include "flywheel.s3.endpoint" . | quote }}
+- name: AWS_DEFAULT_REGION
+  value: {{ .Values.global.s3.region | quote }}
+- name: FLYWHEEL_S3_BUCKET
+  value: {{ .Values.global.s3.bucket | quote }}
+- name: AWS_ACCESS_KEY_ID
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "flywheel.s3.secret" . }}
+      key: {{ .Values.global.s3.accessKeyKey }}
+- name: AWS_SECRET_ACCESS_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "flywheel.s3.secret" . }}
+      key: {{ .Values.global.s3.secretKeyKey }}
+{{- end }}
+
+{{/* Env: what every flywheel process reads (FLYWHEEL_* settings, MLflow client auth). */}}
+{{- define "flywheel.env.platform" -}}
+- name: FLYWHEEL_MODE
+  value: cluster
+- name: FLYWHEEL_HOME
+  value: {{ .Values.flywheelHome | default "/tmp/flywheel" | quote }}
+- name: FLYWHEEL_MODEL_NAME
+  value: {{ .Values.global.modelName | quote }}
+- name: FLYWHEEL_MLFLOW_TRACKING_URI
+  value: {{ include "flywheel.mlflow.url" . | quote }}
+- name: FLYWHEEL_LABEL_STUDIO_URL
+  value: {{ include "flywheel.labelstudio.url" . | quote }}
+- name: MLFLOW_TRACKING_USERNAME
+  value: {{ .Values.global.mlflowAdminUser | quote }}
+- name: MLFLOW_TRACKING_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: flywheel-mlflow-auth
+      key: password
+- name: FLYWHEEL_TRIGGER_URL
+  value: "http://trigger.{{ .Release.Namespace }}.svc.cluster.local:8090"
+- name: FLYWHEEL_IMAGE
+  value: {{ include "flywheel.image" . }}
+- name: MLFLOW_DISABLE_TELEMETRY
+  value: "true"
+{{- end }}
+
+{{- define "flywheel.env.labelStudioToken" -}}
+- name: FLYWHEEL_LABEL_STUDIO_TOKEN
+  valueFrom:
+    secretKeyRef:
+      name: flywheel-label-studio
+      key: token
+{{- end }}
+
+{{/* GPU scheduling: node selector and tolerations from global.gpu. */}}
+{{- define "flywheel.gpuScheduling" -}}
+{{- with .Values.global.gpu.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.global.gpu.tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
+
+{{/*
+NetworkPolicy: only the listed components (pods labelled app.kubernetes.io/name) of this
+release, and pods in global.networkPolicy.allowNamespaces (Kubeflow Pipelines runs), reach
+`component` on `port`. Args: ctx, component, port, from (list of component names).
+*/}}
+{{- define "flywheel.networkPolicy" -}}
+{{- if .ctx.Values.global.networkPolicy.enabled }}
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata:
+  name: {{ .component }}
+  labels:
+    {{- include "flywheel.labels" . | nindent 4 }}
+spec:
+  podSelector:
+    matchLabels:
+      {{- include "flywheel.selectorLabels" . | nindent 6 }}
+  policyTypes: ["Ingress"]
+  ingress:
+    - ports:
+        - port: {{ .port }}
+          protocol: TCP
+      from:
+        - podSelector:
+            matchExpressions:
+              - key: app.kubernetes.io/name
+                operator: In
+                values:
+                  {{- range (append .from (printf "%s-test" .component)) }}
+                  - {{ . }}
+                  {{- end }}
+        {{- with .ctx.Values.global.networkPolicy.allowNamespaces }}
+        - namespaceSelector:
+            matchExpressions:
+              - key: kubernetes.io/metadata.name
+                operator: In
+                values:
+                  {{- toYaml . | nindent 18 }}
+        {{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+`helm test` hook: a pod in our image that checks `url` answers 2xx (basic auth from the
+MLflow Secret when auth is true). Args: ctx, component, url, auth (bool).
+*/}}
+{{- define "flywheel.testPod" -}}
+apiVersion: v1
+kind: Pod
+metadata:
+  name: {{ .component }}-test
+  labels:
+    {{- include "flywheel.labels" (dict "ctx" .ctx "component" (printf "%s-test" .component)) | nindent 4 }}
+  annotations:
+    helm.sh/hook: test
+    helm.sh/hook-delete-policy: before-hook-creation,hook-succeeded
+spec:
+  restartPolicy: Never
+  automountServiceAccountToken: false
+  enableServiceLinks: false
+  securityContext:
+    {{- include "flywheel.podSecurityContext" (dict "uid" 1000) | nindent 4 }}
+  containers:
+    - name: check
+      image: {{ include "flywheel.image" .ctx }}
+      command:
+        - python
+        - -c
+        - |
+          import base64, os, sys, urllib.request
+          req = urllib.request.Request(sys.argv[1])
+          user, password = os.environ.get("CHECK_USER"), os.environ.get("CHECK_PASSWORD")
+          if user and password:
+              token = base64.b64encode(f"{user}:{password}".encode()).decode()
+              req.add_header("Authorization", "Basic " + token)
+          with urllib.request.urlopen(req, timeout=20) as resp:
+              print(sys.argv[1], resp.status)
+              sys.exit(0 if 200 <= resp.status < 300 else 1)
+        - {{ .url | quote }}
+      {{- if .auth }}
+      env:
+        - name: CHECK_USER
+          value: {{ .ctx.Values.global.mlflowAdminUser | quote }}
+        - name: CHECK_PASSWORD
+          valueFrom:
+            secretKeyRef:
+              name: flywheel-mlflow-auth
+              key: password
+      {{- end }}
+      securityContext:
+        {{- include "flywheel.containerSecurityContext" dict | nindent 8 }}
+      resources:
+        requests: {cpu: 10m, memory: 64Mi}
+        limits: {cpu: 200m, memory: 256Mi}
+{{- end }}
+
+{{/*
+Env: what feature_repo/feature_store.cluster.yaml and flywheel's Feast settings read
+(FLYWHEEL_FEAST_REGISTRY_URL: SQL registry on Postgres, FLYWHEEL_FEAST_REDIS_URL: online
+store, FLYWHEEL_FEAST_OFFLINE_URI / FLYWHEEL_FEAST_S3_ENDPOINT: parquet on S3), plus the
+Postgres/Redis/S3 variables they are made of. Kubernetes expands $(VAR) from variables
+defined earlier in the list.
+*/}}
+{{- define "flywheel.env.feast" -}}
+{{ include "flywheel.env.postgres" . }}
+{{ include "flywheel.env.redis" . }}
+{{ include "flywheel.env.s3" . }}
+- name: FEAST_FS_YAML_FILE_PATH
+  value: {{ .Values.global.feast.featureStoreYaml | quote }}
+- name: FLYWHEEL_FEATURE_REPO
+  value: {{ .Values.global.feast.repo | quote }}
+- name: FLYWHEEL_FEAST_REGISTRY_URL
+  value: "postgresql+psycopg://$(PGUSER):$(PGPASSWORD)@$(PGHOST):$(PGPORT)/{{ .Values.global.postgres.databases.feast }}"
+- name: FLYWHEEL_FEAST_REDIS_URL
+  value: "$(REDIS_HOST):$(REDIS_PORT),password=$(REDIS_PASSWORD)"
+- name: FLYWHEEL_FEAST_OFFLINE_URI
+  value: "s3://$(FLYWHEEL_S3_BUCKET)/feast/items.parquet"
+- name: FLYWHEEL_FEAST_S3_ENDPOINT
+  value: {{ include "flywheel.s3.endpoint" . | quote }}
+- name: FEAST_USAGE
+  value: "False"
+{{- end }}

@@ -1,0 +1,371 @@
+"""Offline checks of the rendered charts, the same ones `make deploy DRY_RUN=1` runs.
+
+For each variant (a values profile, with bundled or external datastores):
+
+- lint: `helm lint` (helm-python-sdk) with the variant's values, subcharts included;
+- core kinds: kubernetes-validate --strict against Kubernetes `KUBE_VERSION`;
+- custom resources (InferenceService, TrainingRuntime, TrainJob): their upstream CRD's
+  openAPIV3Schema, read from `settings.crds_dir` (skipped, saying so, when it is absent);
+- security defaults: every container has CPU/memory requests and limits, runs as non-root,
+  cannot escalate privileges, drops ALL capabilities and has a read-only root filesystem
+  (except the few images listed in WRITABLE_ROOT); every Service's pods are covered by a
+  NetworkPolicy;
+- secrets: every generated Secret value is non-empty, not a known default and different on
+  each render (so it is generated, not fixed), and no env var carries a literal credential.
+
+Each check returns a `Check` (pass / fail / skip with a one-line detail).
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from flywheel.crds import MissingCRDs, validate_custom_resource
+from flywheel.deploy.render import CHART_DIR, Rendered, deep_merge, profile_values, render_values
+from flywheel.errors import InputError
+
+# kubernetes-validate ships schemas for 1.25 ... 1.37; we validate against the oldest
+# release the prerequisites (KServe 0.20, Trainer 2.3) still support.
+KUBE_VERSION = "1.33.0"
+
+CUSTOM_GROUPS = {"serving.kserve.io", "trainer.kubeflow.org", "feast.dev"}
+
+# Containers allowed a writable root filesystem, and why.
+WRITABLE_ROOT = {
+    "label-studio": "the upstream image writes static files and caches into its own tree",
+}
+
+WEAK_SECRETS = {
+    "",
+    "admin",
+    "password",
+    "changeme",
+    "secret",
+    "minioadmin",
+    "minio123",
+    "postgres",
+    "flywheel",
+    "redis",
+    "mlflow",
+    "label-studio",
+    "token",
+    "12345678",
+}
+
+# External datastores, as a user would point at them (their Secrets exist beforehand).
+EXTERNAL_DATASTORES = {
+    "postgres": {"enabled": False},
+    "redis": {"enabled": False},
+    "minio": {"enabled": False},
+    "global": {
+        "postgres": {"host": "postgres.db.example.internal", "existingSecret": "external-postgres"},
+        "redis": {"host": "redis.db.example.internal", "existingSecret": "external-redis"},
+        "s3": {"endpoint": "https://s3.example.internal", "existingSecret": "external-s3"},
+    },
+}
+
+# What `make deploy DRY_RUN=1` renders and checks: every profile, bundled and external
+# datastores, and a one-off TrainJob so its CRD validation runs too.
+VARIANTS: dict[str, tuple[str, dict]] = {
+    "dev": ("dev", {}),
+    "gpu": ("gpu", {}),
+    "dev+external": ("dev", EXTERNAL_DATASTORES),
+    "gpu+external+trainjob": (
+        "gpu",
+        deep_merge(EXTERNAL_DATASTORES, {"training": {"job": {"enabled": True}}}),
+    ),
+}
+
+
+@dataclass
+class Check:
+    variant: str
+    name: str
+    status: str  # pass | fail | skip
+    detail: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.status != "fail"
+
+
+def _result(variant: str, name: str, problems: list[str], passed: str) -> Check:
+    if problems:
+        shown = "; ".join(problems[:8]) + (
+            f" (+{len(problems) - 8} more)" if len(problems) > 8 else ""
+        )
+        return Check(variant, name, "fail", shown)
+    return Check(variant, name, "pass", passed)
+
+
+def _ident(obj: dict) -> str:
+    return f"{obj.get('kind')}/{obj.get('metadata', {}).get('name')}"
+
+
+def _group(obj: dict) -> str:
+    api = obj.get("apiVersion", "")
+    return api.rpartition("/")[0] if "/" in api else ""
+
+
+# --- lint ----------
+
+
+def lint(variant: str, values: dict, chart_dir: Path = CHART_DIR) -> Check:
+    """`helm lint` with the variant's values; warnings and errors fail."""
+    import helm_python as helm
+
+    report = helm.lint(
+        str(chart_dir),
+        values,
+        with_subcharts=True,
+        kube_version=f"v{KUBE_VERSION}",
+        namespace="flywheel",
+    )
+    problems = [f"{m['path']}: {m['error']}" for m in report["messages"] if m["severity"] >= 2]
+    problems += list(report.get("errors") or [])
+    return _result(
+        variant, "helm lint", problems, f"{report['total_charts_linted']} chart(s), no warnings"
+    )
+
+
+# --- schemas ----------
+
+
+def validate_core(rendered: Rendered, variant: str) -> Check:
+    """kubernetes-validate --strict for every object of a core (or k8s.io) kind."""
+    import kubernetes_validate as kv
+    from kubernetes_validate.utils import SchemaNotFoundError
+
+    problems, count = [], 0
+    for obj in rendered.objects:
+        if _group(obj) in CUSTOM_GROUPS:
+            continue
+        count += 1
+        try:
+            kv.validate(obj, KUBE_VERSION, strict=True)
+        except kv.ValidationError as exc:
+            path = ".".join(map(str, exc.path)) or "<root>"
+            problems.append(f"{_ident(obj)} {path}: {exc.message}")
+        except SchemaNotFoundError as exc:
+            problems.append(f"{_ident(obj)}: {exc.message}")
+    return _result(
+        variant, f"kubernetes-validate --strict {KUBE_VERSION}", problems, f"{count} objects valid"
+    )
+
+
+def validate_custom(rendered: Rendered, variant: str, crds_dir: Path) -> Check:
+    """Every custom resource against its upstream CRD's openAPIV3Schema."""
+    custom = [obj for obj in rendered.objects if _group(obj) in CUSTOM_GROUPS]
+    problems = []
+    try:
+        for obj in custom:
+            try:
+                validate_custom_resource(obj, crds_dir)
+            except MissingCRDs:
+                raise
+            except InputError as exc:
+                problems.append(str(exc))
+    except MissingCRDs as exc:
+        return Check(variant, "custom resources vs CRDs", "skip", str(exc))
+    kinds = ", ".join(sorted({_ident(o) for o in custom}))
+    return _result(variant, "custom resources vs CRDs", problems, f"valid: {kinds}")
+
+
+# --- security defaults ----------
+
+
+def pod_specs(obj: dict) -> list[tuple[str, dict]]:
+    """(where, pod spec) for every pod template an object carries, custom kinds included."""
+    kind, spec = obj.get("kind"), obj.get("spec") or {}
+    name = _ident(obj)
+    if kind in ("Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job"):
+        return [(name, spec["template"]["spec"])]
+    if kind == "CronJob":
+        return [(name, spec["jobTemplate"]["spec"]["template"]["spec"])]
+    if kind == "Pod":
+        return [(name, spec)]
+    if kind == "InferenceService":
+        return [
+            (f"{name}.{part}", spec[part])
+            for part in ("predictor", "transformer", "explainer")
+            if part in spec
+        ]
+    if kind in ("TrainingRuntime", "ClusterTrainingRuntime"):
+        jobs = spec["template"]["spec"]["replicatedJobs"]
+        return [(f"{name}.{j['name']}", j["template"]["spec"]["template"]["spec"]) for j in jobs]
+    return []
+
+
+def container_problems(where: str, pod: dict) -> list[str]:
+    problems = []
+    pod_sc = pod.get("securityContext") or {}
+    for c in (pod.get("initContainers") or []) + (pod.get("containers") or []):
+        at = f"{where}/{c.get('name')}"
+        sc = c.get("securityContext") or {}
+        res = c.get("resources") or {}
+        for part in ("requests", "limits"):
+            missing = [r for r in ("cpu", "memory") if r not in (res.get(part) or {})]
+            if missing:
+                problems.append(f"{at}: no {part} for {', '.join(missing)}")
+        if not sc.get("runAsNonRoot", pod_sc.get("runAsNonRoot")):
+            problems.append(f"{at}: runAsNonRoot is not set")
+        if sc.get("runAsUser", pod_sc.get("runAsUser")) == 0:
+            problems.append(f"{at}: runs as uid 0")
+        if sc.get("allowPrivilegeEscalation") is not False:
+            problems.append(f"{at}: allowPrivilegeEscalation is not false")
+        if sc.get("privileged"):
+            problems.append(f"{at}: privileged")
+        if "ALL" not in ((sc.get("capabilities") or {}).get("drop") or []):
+            problems.append(f"{at}: capabilities are not dropped (drop: [ALL])")
+        if sc.get("readOnlyRootFilesystem") is not True and c.get("name") not in WRITABLE_ROOT:
+            problems.append(f"{at}: root filesystem is writable")
+    return problems
+
+
+def security(rendered: Rendered, variant: str) -> Check:
+    problems, containers = [], 0
+    for obj in rendered.objects:
+        for where, pod in pod_specs(obj):
+            containers += len(pod.get("containers") or []) + len(pod.get("initContainers") or [])
+            problems += container_problems(where, pod)
+        if obj.get("kind") == "TrainJob":
+            per_node = (obj["spec"].get("trainer") or {}).get("resourcesPerNode") or {}
+            if not (per_node.get("limits") and per_node.get("requests")):
+                problems.append(f"{_ident(obj)}: trainer.resourcesPerNode lacks requests/limits")
+    problems += network_policy_problems(rendered)
+    return _result(
+        variant,
+        "security defaults",
+        problems,
+        f"{containers} containers: limits, non-root, no escalation, caps dropped, "
+        "read-only root; NetworkPolicy on every Service",
+    )
+
+
+def network_policy_problems(rendered: Rendered) -> list[str]:
+    if not rendered.values.get("global", {}).get("networkPolicy", {}).get("enabled", True):
+        return []
+    covered = set()
+    for pol in rendered.of_kind("NetworkPolicy"):
+        labels = pol["spec"]["podSelector"].get("matchLabels") or {}
+        covered.add(labels.get("app.kubernetes.io/name"))
+    problems = []
+    for svc in rendered.of_kind("Service"):
+        name = (svc["spec"].get("selector") or {}).get("app.kubernetes.io/name")
+        if name not in covered:
+            problems.append(f"Service/{svc['metadata']['name']}: no NetworkPolicy for its pods")
+    return problems
+
+
+# --- secrets ----------
+
+
+def secret_values(rendered: Rendered) -> dict[str, str]:
+    """'<secret>/<key>' -> decoded value, for every rendered Secret (user names left out)."""
+    values = {}
+    for key, copies in secret_copies(rendered).items():
+        if key.rpartition("/")[2] not in NOT_SECRET_KEYS:
+            values[key] = copies[0]
+    return values
+
+
+NOT_SECRET_KEYS = {"username"}
+
+
+def secret_copies(rendered: Rendered) -> dict[str, list[str]]:
+    """'<secret>/<key>' -> its decoded value in each namespace the Secret is written to."""
+    out: dict[str, list[str]] = {}
+    for sec in rendered.of_kind("Secret"):
+        data = {k: base64.b64decode(v).decode() for k, v in (sec.get("data") or {}).items()}
+        data.update(sec.get("stringData") or {})
+        for key, value in data.items():
+            out.setdefault(f"{sec['metadata']['name']}/{key}", []).append(value)
+    return out
+
+
+CREDENTIAL_ENV = re.compile(r"PASSWORD|SECRET|TOKEN$|_KEY$|ACCESS_KEY")
+
+
+def literal_credentials(rendered: Rendered) -> list[str]:
+    """Env vars named like credentials that carry a literal value instead of a secretKeyRef."""
+    problems = []
+
+    def walk(node, where):
+        if isinstance(node, dict):
+            if "name" in node and "value" in node and isinstance(node["name"], str):
+                value = str(node["value"])
+                if CREDENTIAL_ENV.search(node["name"]) and value not in ("", "true", "false"):
+                    problems.append(f"{where}: env {node['name']} holds a literal value")
+            for v in node.values():
+                walk(v, where)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v, where)
+
+    for obj in rendered.objects:
+        if obj.get("kind") != "Secret":
+            walk(obj.get("spec"), _ident(obj))
+    return problems
+
+
+def secrets(first: Rendered, second: Rendered, variant: str) -> Check:
+    """Generated Secrets: non-empty, not a known default, different on each render."""
+    a, b = secret_values(first), secret_values(second)
+    problems = []
+    for key, value in a.items():
+        if value.strip().lower() in WEAK_SECRETS or len(value) < 16:
+            problems.append(f"Secret {key} is empty, short or a known default")
+        elif b.get(key) == value:
+            problems.append(f"Secret {key} is the same on two renders: a fixed value")
+    for key, copies in secret_copies(first).items():
+        if len(set(copies)) > 1:
+            problems.append(f"Secret {key} differs between its namespaces")
+    problems += literal_credentials(first)
+    return _result(
+        variant,
+        "generated secrets",
+        problems,
+        f"{len(a)} values generated (differ per render), no literal credentials",
+    )
+
+
+# --- all of them ----------
+
+
+def check_variant(
+    variant: str, profile: str, overrides: dict, crds_dir: Path, chart_dir: Path = CHART_DIR
+) -> list[Check]:
+    values = profile_values(profile, overrides, chart_dir)
+    first = render_values(values, profile=profile, chart_dir=chart_dir)
+    second = render_values(values, profile=profile, chart_dir=chart_dir)
+    return [
+        Check(
+            variant,
+            "render",
+            "pass",
+            f"profile {profile}: {len(first.objects)} objects from {len(first.manifests)} files",
+        ),
+        lint(variant, values, chart_dir),
+        validate_core(first, variant),
+        validate_custom(first, variant, crds_dir),
+        security(first, variant),
+        secrets(first, second, variant),
+    ]
+
+
+def run_all(
+    crds_dir: Path, variants: dict[str, tuple[str, dict]] | None = None, chart_dir: Path = CHART_DIR
+) -> list[Check]:
+    """Every check for every variant. A variant that fails to render is one failed check."""
+    results = []
+    for variant, (profile, overrides) in (variants or VARIANTS).items():
+        try:
+            results += check_variant(variant, profile, overrides, crds_dir, chart_dir)
+        except InputError as exc:  # schema error, unknown profile
+            results.append(Check(variant, "render", "fail", str(exc)))
+        except Exception as exc:  # noqa: BLE001 - a render failure is a failed check
+            results.append(Check(variant, "render", "fail", " ".join(str(exc).split())))
+    return results
