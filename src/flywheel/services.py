@@ -178,7 +178,7 @@ class Supervisor:
             "", "[supervisorctl]", f"serverurl=unix://{self.sock}", "",
         ]
         for svc in services:
-            env = ",".join(f'{k}="{_quote(v)}"' for k, v in sorted(svc.env.items()))
+            env = ",".join(f"{k}={_quote(v)}" for k, v in sorted(svc.env.items()))
             lines += [
                 f"[program:{svc.name}]",
                 f"command={shlex.join(svc.command)}",
@@ -274,7 +274,12 @@ SCRUBBED_ENV = {"USERNAME", "PASSWORD", "HOST", "PORT"}  # Label Studio reads th
 
 
 def _quote(value: str) -> str:
-    return value.replace("%", "%%").replace('"', '\\"')
+    """A value for supervisord's `environment=` line (shlex rules, %% for %)."""
+    value = value.replace("%", "%%")
+    if '"' in value and "'" not in value:  # JSON values such as label_classes
+        return f"'{value}'"
+    return f'"{value}"'
+
 
 
 def _alive(pid: int) -> bool:

@@ -1,0 +1,141 @@
+"""Export: the project's annotations as a versioned label snapshot (parquet).
+
+`export_labels(settings) -> Snapshot` reads every task with its annotations (one Label
+Studio JSON export) and keeps one label per task by these rules:
+
+- cancelled (skipped) annotations and annotations with no choice are ignored;
+- of the remaining annotations on a task, the **latest wins** (by `updated_at`, then by
+  annotation id): a person correcting a label, or a reviewer overruling the demo annotator,
+  takes effect; majority voting is not used because tasks are labelled once
+  (`maximum_annotations=1`) unless someone deliberately relabels;
+- tasks with no remaining annotation are not in the snapshot (they are unlabelled);
+- a label outside `settings.label_classes` (e.g. the labelling config was edited) stops the
+  export with an InputError naming the task and the item;
+- an empty project (or one with no labels yet) gives an empty snapshot, which is still a
+  valid, versioned snapshot.
+
+Columns: item_id, label, annotator (e-mail), annotated_at (UTC), task_id, snapshot_id; rows
+sorted by item_id. The snapshot id is a content hash of those rows, so the same annotations
+always give the same id and file (`settings.snapshot_dir/<snapshot_id>.parquet`), and a
+pipeline run keyed on it can be cached and reproduced.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from flywheel.errors import InputError
+from flywheel.labelling import client as lsc
+from flywheel.settings import Settings
+
+COLUMNS = ["item_id", "label", "annotator", "annotated_at", "task_id", "snapshot_id"]
+
+
+@dataclass
+class Snapshot:
+    snapshot_id: str
+    path: Path
+    frame: object  # pandas.DataFrame with COLUMNS
+    stats: dict = field(default_factory=dict)
+
+
+def _choice(annotation: dict) -> str | None:
+    """The single choice of an annotation's result, or None when it chose nothing."""
+    for region in annotation.get("result") or []:
+        if region.get("type") == "choices" and region.get("from_name") == lsc.FROM_NAME:
+            choices = (region.get("value") or {}).get("choices") or []
+            if choices:
+                return str(choices[0])
+    return None
+
+
+def resolve(tasks: list[dict], classes: list[str], user_email=lambda u: str(u)):
+    """Apply the rules above to exported tasks; returns (rows, stats)."""
+    allowed = set(classes)
+    rows = []
+    stats = {"tasks": len(tasks), "labelled": 0, "unlabelled": 0, "cancelled": 0, "overruled": 0}
+    for task in tasks:
+        live = []
+        for a in task.get("annotations") or []:
+            if a.get("was_cancelled"):
+                stats["cancelled"] += 1
+            elif _choice(a) is not None:
+                live.append(a)
+        if not live:
+            stats["unlabelled"] += 1
+            continue
+        winner = max(
+            live, key=lambda a: (a.get("updated_at") or a.get("created_at") or "", a.get("id") or 0)
+        )
+        stats["overruled"] += len(live) - 1
+        label = _choice(winner)
+        item_id = lsc.item_id_of(task)
+        if label not in allowed:
+            raise InputError(
+                f"task {task['id']} (item {item_id}) is labelled {label!r}, which is not one "
+                f"of the classes {classes}; fix the annotation in Label Studio or "
+                "FLYWHEEL_LABEL_CLASSES"
+            )
+        rows.append(
+            {
+                "item_id": item_id,
+                "label": label,
+                "annotator": user_email(winner.get("completed_by")),
+                "annotated_at": winner.get("updated_at") or winner.get("created_at"),
+                "task_id": int(task["id"]),
+            }
+        )
+        stats["labelled"] += 1
+    return rows, stats
+
+
+def snapshot_frame(rows: list[dict]):
+    """Rows -> the snapshot DataFrame with its content-hash id."""
+    import pandas as pd
+
+    frame = pd.DataFrame(rows, columns=COLUMNS[:-1])
+    frame["annotated_at"] = pd.to_datetime(frame["annotated_at"], utc=True, format="ISO8601")
+    frame["annotated_at"] = frame["annotated_at"].astype("datetime64[ns, UTC]")
+    frame["task_id"] = frame["task_id"].astype("int64")
+    for col in ("item_id", "label", "annotator"):
+        frame[col] = frame[col].astype(str)
+    frame = frame.sort_values("item_id", kind="stable").reset_index(drop=True)
+    digest = hashlib.sha256()
+    for r in frame.itertuples(index=False):
+        digest.update(
+            f"{r.item_id}\t{r.label}\t{r.annotator}\t{r.annotated_at.isoformat()}"
+            f"\t{r.task_id}\n".encode()
+        )
+    snapshot_id = digest.hexdigest()[:16]
+    frame["snapshot_id"] = snapshot_id
+    return frame, snapshot_id
+
+
+def export_labels(settings: Settings) -> Snapshot:
+    """Export the project's labels as a snapshot (see the rules in the module docstring)."""
+    ls = lsc.client(settings)
+    tasks = lsc.project_tasks(settings, ls=ls)
+    rows, stats = resolve(tasks, settings.label_classes, lambda u: lsc.user_email(settings, u))
+    frame, snapshot_id = snapshot_frame(rows)
+    path = settings.snapshot_dir / f"{snapshot_id}.parquet"
+    if not path.exists():  # same id = same content: never rewritten
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp.parquet")
+        frame.to_parquet(tmp, index=False)
+        tmp.replace(path)
+    return Snapshot(snapshot_id, path, frame, stats)
+
+
+def read_snapshot(settings: Settings, snapshot_id: str):
+    """A snapshot written earlier, by id."""
+    import pandas as pd
+
+    path = settings.snapshot_dir / f"{snapshot_id}.parquet"
+    if not path.exists():
+        raise InputError(
+            f"no label snapshot {snapshot_id!r} in {settings.snapshot_dir}; "
+            "run `flywheel labels export`"
+        )
+    return pd.read_parquet(path)
