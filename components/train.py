@@ -22,7 +22,10 @@ def train(
     from flywheel.loop import steps
 
     result = steps.train(training_set.path, snapshot_id, json.loads(params_json))
-    model.uri = result["model_uri"]
+    # The model lives in the MLflow registry; the artifact records where (a file, so that
+    # the step can be served from cache).
+    with open(model.path, "w") as fh:
+        json.dump(result, fh)
     model.metadata.update(result)
     return (result["model_version"], result["run_id"], result["val_accuracy"])
 

@@ -68,7 +68,7 @@ def test_one_turn_end_to_end(loop):
         assert [g["model_version"] for g in guesses] == ["loop-e2e-model-v1"]
         assert 0 < guesses[0]["score"] <= 1
     [v1] = versions(loop)
-    assert v1.aliases == ["champion"]
+    assert "champion" in v1.aliases
 
 
 def test_second_identical_run_is_served_from_cache(loop):

@@ -69,23 +69,23 @@ def label_selection(settings: Settings, item_ids: list[str]) -> tuple[int, float
     return made, time.time()
 
 
-def champion_answers(settings: Settings, version: str, timeout_s: float = 60.0) -> float | None:
-    """When the serving endpoint first answers with `version` (None if not serving)."""
-    import httpx
-
+def champion_answers(settings: Settings, version: str, item_id: str,
+                     timeout_s: float = 60.0) -> float | None:
+    """When an item-id request through the transformer first answers with `version`
+    (None when the model servers are not running)."""
     from flywheel import services
+    from flywheel.errors import FlywheelError
+    from flywheel.serving.client import predict_items
 
-    [pred] = services.status(settings, ["predictor"])
-    if pred.state != "running":
+    states = {s.name: s.state for s in services.status(settings, ["predictor", "transformer"])}
+    if set(states.values()) != {"running"}:
         return None
-    url = f"{settings.url(settings.predictor_port)}/v2/models/{settings.model_name}"
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:
-            meta = httpx.get(url, timeout=5).json()
-            if version in [str(v) for v in meta.get("versions") or []]:
+            if str(predict_items([item_id], settings).model_version) == str(version):
                 return time.time()
-        except httpx.HTTPError:
+        except FlywheelError:
             pass
         time.sleep(0.1)
     return None
@@ -113,8 +113,8 @@ def run_demo(settings: Settings, turns: int = 3, engine: str = "kfp",
             report = run_turn(settings, engine=engine)
         row = report.to_dict()
         row["turn"] = n
-        answered = champion_answers(settings, report.champion_version) if report.promoted \
-            else None
+        answered = champion_answers(settings, report.champion_version, report.selected[0]) \
+            if report.promoted and report.selected else None
         row["loop_latency_s"] = round(answered - labels_saved, 2) if answered else None
         history.append(row)
         save_history(settings, history)

@@ -142,25 +142,22 @@ def _reload_local(s: Settings, version: str, timeout_s: float) -> str:
     import httpx
 
     from flywheel import services
+    from flywheel.serving.client import reload
 
     [status] = services.status(s, ["predictor"])
     if status.state != "running":
         return "not-running"  # nothing serves yet: the next `flywheel up` loads the champion
-    base = s.url(s.predictor_port)
-    httpx.post(f"{base}/admin/reload", timeout=timeout_s).raise_for_status()
+    reload(s, timeout=timeout_s)
+    url = f"{s.url(s.predictor_port)}/v1/models/{s.model_name}:predict"
+    probe = {"instances": [[0.0] * (s.image_size**2)]}
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        meta = httpx.get(f"{base}/v2/models/{s.model_name}", timeout=5)
-        if meta.status_code == 200 and str(_served_version(meta.json())) == str(version):
+        answer = httpx.post(url, json=probe, timeout=10)
+        if answer.status_code == 200 and str(answer.json().get("model_version")) == version:
             return str(version)
         time.sleep(0.2)
-    raise ServiceError(f"the predictor at {base} did not serve version {version} within "
+    raise ServiceError(f"the predictor at {url} did not serve version {version} within "
                        f"{timeout_s:.0f} s; see `flywheel logs predictor`")
-
-
-def _served_version(metadata: dict) -> str | None:
-    versions = metadata.get("versions") or []
-    return versions[0] if versions else metadata.get("version")
 
 
 def score_pool(s: Settings, version: str, item_ids: list[str]) -> np.ndarray:

@@ -1,0 +1,54 @@
+"""`flywheel registry ...`: show versions and aliases, promote, roll back."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from flywheel.settings import get_settings
+
+app = typer.Typer(
+    help="Model versions and the champion/challenger/previous aliases.", no_args_is_help=True
+)
+console = Console()
+
+
+@app.command()
+def show() -> None:
+    """List the versions of the registered model with aliases and holdout accuracy."""
+    from flywheel.registry import versions
+
+    settings = get_settings()
+    table = Table("version", "aliases", "holdout accuracy", "run", title=settings.model_name)
+    for v in versions(settings):
+        acc = "-" if v.holdout_accuracy is None else f"{v.holdout_accuracy:.4f}"
+        table.add_row(v.version, ", ".join(v.aliases), acc, v.run_id or "-")
+    console.print(table)
+
+
+@app.command()
+def promote(
+    version: Annotated[str | None, typer.Argument(help="default: the challenger")] = None,
+    margin: Annotated[float | None, typer.Option(help="default: FLYWHEEL_PROMOTION_MARGIN")] = None,
+) -> None:
+    """Make the challenger champion if it beats the champion on the holdout by the margin."""
+    from flywheel.registry import promote as do_promote
+
+    d = do_promote(get_settings(), version, margin)
+    scores = f"candidate {d.candidate_accuracy}, champion {d.champion_accuracy}"
+    console.print(
+        f"{d.action}: v{d.candidate_version} ({d.reason}; {scores}); "
+        f"champion is v{d.champion_version}"
+    )
+
+
+@app.command()
+def rollback() -> None:
+    """Swap `champion` and `previous`."""
+    from flywheel.registry import rollback as do_rollback
+
+    d = do_rollback(get_settings())
+    console.print(f"rolled back: {d.reason}")

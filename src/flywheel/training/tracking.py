@@ -1,0 +1,206 @@
+"""MLflow logging for training runs (rank 0 only; mlflow is imported lazily).
+
+A run records: params (the config, data sizes, classes, world size, precision), tags (label
+snapshot id, feature service, git commit), per-epoch metrics (`EpochMetrics` callback),
+system metrics (mlflow's sampler, 1 s), holdout accuracy and the champion's accuracy on
+the same holdout, a confusion-matrix PNG, and the model (`Probabilities`, pt2 format with
+a signature, an input example, explicit pip requirements and the class names as metadata),
+registered under `settings.model_name` with the alias `challenger`.
+
+`check_tracking` asks the server's /health first, so a tracking server that is down stops a
+run before any training starts.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+import urllib.request
+from contextlib import contextmanager
+
+import lightning as L
+import numpy as np
+
+from flywheel.errors import ServiceError
+
+
+def check_tracking(uri: str, timeout: float = 5.0) -> None:
+    """Raise ServiceError unless the MLflow tracking server at `uri` answers."""
+    if not uri.startswith(("http://", "https://")):
+        return  # a local file/sqlite store: nothing to reach
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as resp:
+            if resp.status == 200:
+                return
+            problem = f"HTTP {resp.status}"
+    except Exception as exc:  # noqa: BLE001 - any failure means "not reachable"
+        problem = str(getattr(exc, "reason", exc))
+    raise ServiceError(
+        f"the MLflow tracking server at {uri} is not answering ({problem}); start it with "
+        "`flywheel up mlflow` or point FLYWHEEL_MLFLOW_TRACKING_URI at a running one "
+        "(nothing was trained)"
+    )
+
+
+def git_commit() -> str:
+    """The commit of the code that trains (FLYWHEEL_GIT_COMMIT in images without .git)."""
+    if os.environ.get("FLYWHEEL_GIT_COMMIT"):
+        return os.environ["FLYWHEEL_GIT_COMMIT"]
+    try:
+        here = os.path.dirname(os.path.abspath(__file__))
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10
+        )
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def setup(settings) -> None:
+    import mlflow
+
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    mlflow.set_registry_uri(settings.tracking_uri)
+    mlflow.set_experiment(settings.mlflow_experiment)
+    mlflow.set_system_metrics_sampling_interval(1)
+    mlflow.set_system_metrics_samples_before_logging(1)
+
+
+@contextmanager
+def run(
+    settings,
+    run_name: str,
+    params: dict,
+    tags: dict,
+    nested: bool = False,
+    run_id: str | None = None,
+):
+    """An active MLflow run with params and tags logged; yields the run id."""
+    import mlflow
+
+    commit = git_commit()
+    with mlflow.start_run(
+        run_name=None if run_id else run_name,
+        run_id=run_id,
+        nested=nested,
+        log_system_metrics=not nested and run_id is None,
+    ) as active:
+        if tags or not run_id:
+            mlflow.set_tags({**tags, "git_commit": commit, "mlflow.source.git.commit": commit})
+        if params:
+            mlflow.log_params({k: _short(v) for k, v in params.items()})
+        yield active.info.run_id
+
+
+def _short(value) -> str:
+    text = str(value)
+    return text if len(text) <= 6000 else text[:5997] + "..."
+
+
+class EpochMetrics(L.Callback):
+    """Logs train_loss / val_loss / val_accuracy per epoch to one run (global rank 0)."""
+
+    NAMES = ("train_loss", "val_loss", "val_accuracy")
+
+    def __init__(self, run_id: str, tracking_uri: str):
+        self.run_id, self.tracking_uri = run_id, tracking_uri
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if not trainer.is_global_zero or trainer.sanity_checking:
+            return
+        from mlflow import MlflowClient
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        metrics = [
+            Metric(name, float(trainer.callback_metrics[name]), now, trainer.current_epoch)
+            for name in self.NAMES
+            if name in trainer.callback_metrics
+        ]
+        if metrics:
+            MlflowClient(self.tracking_uri).log_batch(self.run_id, metrics=metrics)
+
+
+def confusion_figure(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str]):
+    """A matplotlib figure of the holdout confusion matrix (rows: true, columns: predicted)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    k = len(classes)
+    cm = np.zeros((k, k), dtype=int)
+    np.add.at(cm, (y_true, y_pred), 1)
+    fig, ax = plt.subplots(figsize=(1.2 + 0.5 * k, 1.0 + 0.5 * k), dpi=100)
+    ax.imshow(cm, cmap="Blues")
+    for i in range(k):
+        for j in range(k):
+            if cm[i, j]:
+                ax.text(
+                    j,
+                    i,
+                    str(cm[i, j]),
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color="white" if cm[i, j] > cm.max() / 2 else "black",
+                )
+    ax.set_xticks(range(k), classes)
+    ax.set_yticks(range(k), classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    acc = float(np.trace(cm)) / max(1, cm.sum())
+    ax.set_title(f"holdout: {cm.sum()} items, accuracy {acc:.3f}")
+    fig.tight_layout()
+    return fig
+
+
+def pip_requirements() -> list[str]:
+    """Explicit requirements: inferred ones pin local builds (`torch==2.13.0+cpu`)."""
+    import mlflow
+    import torch
+
+    return [
+        f"torch=={torch.__version__.split('+')[0]}",
+        f"mlflow=={mlflow.__version__}",
+        f"numpy=={np.__version__}",
+    ]
+
+
+def log_model(
+    model, example: np.ndarray, classes: list[str], metadata: dict, registered_name: str | None
+):
+    """Log the probability model in the active run; register it when a name is given."""
+    import mlflow
+
+    return mlflow.pytorch.log_model(
+        model,
+        name="model",
+        input_example=example,
+        pip_requirements=pip_requirements(),
+        metadata={"classes": classes, **metadata},
+        registered_model_name=registered_name,
+    )
+
+
+def champion_accuracy(settings, x, y, classes: list[str]) -> tuple[float | None, str | None]:
+    """The current champion's accuracy on (x, y), and its version; (None, None) if none."""
+    import mlflow
+    import torch
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client = MlflowClient(settings.tracking_uri)
+    try:
+        version = client.get_model_version_by_alias(settings.model_name, "champion")
+    except MlflowException:
+        return None, None
+    uri = f"models:/{settings.model_name}/{version.version}"
+    info = mlflow.models.get_model_info(uri)
+    if (info.metadata or {}).get("classes") != classes:
+        return None, version.version
+    model = mlflow.pytorch.load_model(uri)
+    with torch.no_grad():
+        pred = model(x).argmax(dim=1)
+    return float((pred == y).float().mean()), version.version
