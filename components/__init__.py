@@ -20,6 +20,12 @@ from components.select_for_labelling import select_for_labelling
 from components.train import pick_best, train
 
 __all__ = [
-    "build_features", "deploy", "evaluate", "export_labels", "pick_best", "register",
-    "select_for_labelling", "train",
+    "build_features",
+    "deploy",
+    "evaluate",
+    "export_labels",
+    "pick_best",
+    "register",
+    "select_for_labelling",
+    "train",
 ]

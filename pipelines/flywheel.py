@@ -13,26 +13,44 @@ The train task carries the GPU settings (accelerator, node selector, tolerations
 settings through kfp-kubernetes; locally they are ignored.
 """
 
-
 import json
 from typing import NamedTuple
 
 from kfp import dsl, kubernetes
 
 from components import (
-    build_features, deploy, evaluate, export_labels, pick_best, register, select_for_labelling,
+    build_features,
+    deploy,
+    evaluate,
+    export_labels,
+    pick_best,
+    register,
+    select_for_labelling,
     train,
 )
 from flywheel.settings import Settings, get_settings
 
 # Settings every step reads, passed as environment variables (secrets come from Secrets).
-CONFIG_ENV = ["mode", "mlflow_tracking_uri", "mlflow_experiment", "model_name",
-              "label_studio_url", "label_studio_project", "feature_service", "image_size",
-              "holdout_fraction", "promotion_margin", "model_arch", "label_classes"]
+CONFIG_ENV = [
+    "mode",
+    "mlflow_tracking_uri",
+    "mlflow_experiment",
+    "model_name",
+    "label_studio_url",
+    "label_studio_project",
+    "feature_service",
+    "image_size",
+    "holdout_fraction",
+    "promotion_margin",
+    "model_arch",
+    "label_classes",
+]
 SECRET_ENV = {  # Secret name -> {key: env var}
     "flywheel-label-studio": {"token": "FLYWHEEL_LABEL_STUDIO_TOKEN"},
-    "flywheel-mlflow-auth": {"username": "MLFLOW_TRACKING_USERNAME",
-                             "password": "MLFLOW_TRACKING_PASSWORD"},
+    "flywheel-mlflow-auth": {
+        "username": "MLFLOW_TRACKING_USERNAME",
+        "password": "MLFLOW_TRACKING_PASSWORD",
+    },
 }
 
 
@@ -74,13 +92,21 @@ def build(settings: Settings | None = None, cluster: bool = False):
     ) -> TurnOutputs:
         snap = _configure(export_labels(), s, cluster).set_caching_options(False)
         feats = _configure(build_features(snapshot_id=snap.outputs["snapshot_id"]), s, cluster)
-        trained = _gpu(_configure(train(
-            training_set=feats.outputs["training_set"],
-            snapshot_id=snap.outputs["snapshot_id"],
-            params_json=params_json,
-        ), s, cluster), s)
+        trained = _gpu(
+            _configure(
+                train(
+                    training_set=feats.outputs["training_set"],
+                    snapshot_id=snap.outputs["snapshot_id"],
+                    params_json=params_json,
+                ),
+                s,
+                cluster,
+            ),
+            s,
+        )
         evaluated, decision = _turn_tail(
-            trained.outputs["model_version"], labels_per_turn, strategy, s, cluster)
+            trained.outputs["model_version"], labels_per_turn, strategy, s, cluster
+        )
         return TurnOutputs(
             n_labels=snap.outputs["n_labels"],
             model_version=trained.outputs["model_version"],
@@ -99,24 +125,38 @@ def build(settings: Settings | None = None, cluster: bool = False):
         snap = _configure(export_labels(), s, cluster).set_caching_options(False)
         feats = _configure(build_features(snapshot_id=snap.outputs["snapshot_id"]), s, cluster)
         with dsl.ParallelFor(trials, parallelism=2) as trial:
-            trained = _gpu(_configure(train(
-                training_set=feats.outputs["training_set"],
-                snapshot_id=snap.outputs["snapshot_id"],
-                params_json=trial,
-            ), s, cluster), s)
-        best = _configure(pick_best(
-            versions=dsl.Collected(trained.outputs["model_version"]),
-            scores=dsl.Collected(trained.outputs["val_accuracy"]),
-        ), s, cluster)
+            trained = _gpu(
+                _configure(
+                    train(
+                        training_set=feats.outputs["training_set"],
+                        snapshot_id=snap.outputs["snapshot_id"],
+                        params_json=trial,
+                    ),
+                    s,
+                    cluster,
+                ),
+                s,
+            )
+        best = _configure(
+            pick_best(
+                versions=dsl.Collected(trained.outputs["model_version"]),
+                scores=dsl.Collected(trained.outputs["val_accuracy"]),
+            ),
+            s,
+            cluster,
+        )
         _turn_tail(best.output, labels_per_turn, strategy, s, cluster)
 
     return flywheel_turn, flywheel_sweep
 
 
-TurnOutputs = NamedTuple("TurnOutputs", [
-    ("n_labels", int), ("model_version", str), ("challenger_accuracy", float),
-    ("champion_accuracy", float), ("promoted", bool), ("champion_version", str),
-])
+class TurnOutputs(NamedTuple):
+    n_labels: int
+    model_version: str
+    challenger_accuracy: float
+    champion_accuracy: float
+    promoted: bool
+    champion_version: str
 
 
 def _turn_tail(model_version, labels_per_turn, strategy, s: Settings, cluster: bool):
@@ -125,11 +165,17 @@ def _turn_tail(model_version, labels_per_turn, strategy, s: Settings, cluster: b
     decision = _configure(register(model_version=model_version), s, cluster)
     decision.after(evaluated).set_caching_options(False)
     with dsl.If(decision.outputs["promoted"] == True, name="promoted"):  # noqa: E712
-        _configure(deploy(champion_version=decision.outputs["champion_version"]), s, cluster) \
-            .set_caching_options(False)
-    chosen = _configure(select_for_labelling(
-        champion_version=decision.outputs["champion_version"], k=labels_per_turn,
-        strategy=strategy,
-    ), s, cluster)
+        _configure(
+            deploy(champion_version=decision.outputs["champion_version"]), s, cluster
+        ).set_caching_options(False)
+    chosen = _configure(
+        select_for_labelling(
+            champion_version=decision.outputs["champion_version"],
+            k=labels_per_turn,
+            strategy=strategy,
+        ),
+        s,
+        cluster,
+    )
     chosen.set_caching_options(False)
     return evaluated, decision

@@ -37,8 +37,12 @@ def compile_all(settings: Settings, out_dir: Path) -> dict[str, Path]:
 
 
 def run_local(
-    settings: Settings, pipeline: str = "turn", params: dict | list | None = None,
-    k: int | None = None, strategy: str | None = None, cache: bool = True,
+    settings: Settings,
+    pipeline: str = "turn",
+    params: dict | list | None = None,
+    k: int | None = None,
+    strategy: str | None = None,
+    cache: bool = True,
 ) -> dict:
     """Run one pipeline locally; return the pipeline's outputs."""
     root = settings.home / "kfp"
@@ -46,10 +50,17 @@ def run_local(
     tmp.mkdir(parents=True, exist_ok=True)
     saved = dict(os.environ)
     os.environ["TMPDIR"] = str(tmp)  # the local runner leaves temp dirs behind
-    os.environ.update(settings_env(settings))  # the steps are subprocesses: same settings
+    os.environ.update(settings.to_env())  # the steps are subprocesses: same settings
     try:
-        return _run(settings, func_name=pipeline, root=root, cache=cache, params=params, k=k,
-                    strategy=strategy)
+        return _run(
+            settings,
+            func_name=pipeline,
+            root=root,
+            cache=cache,
+            params=params,
+            k=k,
+            strategy=strategy,
+        )
     finally:  # leave this process's environment as it was
         os.environ.clear()
         os.environ.update(saved)
@@ -69,8 +80,10 @@ def _run(settings, func_name, root, cache, params, k, strategy) -> dict:
     )
     turn, sweep = build(settings, cluster=False)
     func = {"turn": turn, "sweep": sweep}[func_name]
-    kwargs = {"labels_per_turn": settings.labels_per_turn if k is None else k,
-              "strategy": strategy or settings.acquisition}
+    kwargs = {
+        "labels_per_turn": settings.labels_per_turn if k is None else k,
+        "strategy": strategy or settings.acquisition,
+    }
     if params and func_name == "turn":
         kwargs["params_json"] = json.dumps(params)
     elif params:
@@ -82,23 +95,12 @@ def _run(settings, func_name, root, cache, params, k, strategy) -> dict:
     return dict(task.outputs)
 
 
-def settings_env(settings: Settings) -> dict[str, str]:
-    """Every setting as the FLYWHEEL_* variable that reproduces it in a subprocess."""
-    env = {}
-    for field, value in settings.model_dump().items():
-        if value is None:
-            continue
-        if hasattr(value, "get_secret_value"):
-            value = value.get_secret_value()
-        elif isinstance(value, list | dict):
-            value = json.dumps(value)
-        env[f"FLYWHEEL_{field.upper()}"] = str(value)
-    return env
-
-
 def submit(
-    settings: Settings, pipeline: str = "turn", schedule: str | None = None,
-    upload_only: bool = False, out_dir: Path = Path("build/pipelines"),
+    settings: Settings,
+    pipeline: str = "turn",
+    schedule: str | None = None,
+    upload_only: bool = False,
+    out_dir: Path = Path("build/pipelines"),
 ) -> str:
     """Compile and submit to Kubeflow Pipelines; return the run (or recurring run) id."""
     import kfp
@@ -114,19 +116,24 @@ def submit(
                 client.upload_pipeline(str(path), pipeline_name=pname)
             except Exception:  # already there: add a version instead
                 pid = client.get_pipeline_id(pname)
-                client.upload_pipeline_version(str(path), pipeline_version_name=
-                                               f"{pname}-{os.getpid()}", pipeline_id=pid)
+                client.upload_pipeline_version(
+                    str(path), pipeline_version_name=f"{pname}-{os.getpid()}", pipeline_id=pid
+                )
         return "uploaded"
     experiment = client.create_experiment(settings.kfp_experiment)
     if schedule:
         job = client.create_recurring_run(
-            experiment_id=experiment.experiment_id, job_name=f"{name}-recurring",
-            cron_expression=schedule, pipeline_package_path=str(paths[name]),
+            experiment_id=experiment.experiment_id,
+            job_name=f"{name}-recurring",
+            cron_expression=schedule,
+            pipeline_package_path=str(paths[name]),
             max_concurrency=1,
         )
         return job.recurring_run_id
     run = client.create_run_from_pipeline_package(
-        str(paths[name]), arguments={}, experiment_name=settings.kfp_experiment,
+        str(paths[name]),
+        arguments={},
+        experiment_name=settings.kfp_experiment,
         run_name=f"{name}",
     )
     return run.run_id

@@ -7,7 +7,6 @@ once per test session and shared; tests that stop services use their own home.
 
 from __future__ import annotations
 
-import os
 import socket
 from pathlib import Path
 
@@ -19,8 +18,12 @@ from flywheel.settings import Settings, load
 ROOT = Path(__file__).resolve().parents[1]
 
 PORT_FIELDS = [
-    "mlflow_port", "label_studio_port", "feast_port", "predictor_port",
-    "transformer_port", "trigger_port",
+    "mlflow_port",
+    "label_studio_port",
+    "feast_port",
+    "predictor_port",
+    "transformer_port",
+    "trigger_port",
 ]
 
 
@@ -45,10 +48,7 @@ def make_settings(home: Path, **overrides) -> Settings:
 
 def settings_env(settings: Settings) -> dict[str, str]:
     """The environment that makes a `flywheel` subprocess see the same settings."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FLYWHEEL_")}
-    for field in ["home", "feature_repo", "label_studio_venv", "health_timeout_s", *PORT_FIELDS]:
-        env[f"FLYWHEEL_{field.upper()}"] = str(getattr(settings, field))
-    return env
+    return settings.to_env(base=True)
 
 
 @pytest.fixture()

@@ -70,8 +70,9 @@ def status(names: Names = None) -> None:
     table = Table("service", "state", "pid", "port", "url")
     for row in rows:
         style = STATE_STYLE.get(row.state, "red")
-        table.add_row(row.name, f"[{style}]{row.state}[/]", str(row.pid or "-"),
-                      str(row.port), row.url)
+        table.add_row(
+            row.name, f"[{style}]{row.state}[/]", str(row.pid or "-"), str(row.port), row.url
+        )
     console.print(table)
 
 
@@ -85,8 +86,7 @@ def logs(
     sup = services.Supervisor(settings)
     for svc in services.select(settings, [name] if name else []):
         console.rule(f"{svc.name}  {sup.log_file(svc.name)}")
-        console.print(services.tail(sup.log_file(svc.name), lines), markup=False,
-                      highlight=False)
+        console.print(services.tail(sup.log_file(svc.name), lines), markup=False, highlight=False)
 
 
 @app.command()

@@ -9,7 +9,7 @@ release files, read from `settings.crds_dir` (`make crds` downloads them).
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import yaml
@@ -21,20 +21,35 @@ _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the C parser: 5x fast
 # Pinned upstream CRD files: (project, version, path in the repository).
 CRD_SOURCES = {
     "serving.kserve.io_inferenceservices.yaml": (
-        "kserve/kserve", "v0.20.0", "config/crd/full/serving.kserve.io_inferenceservices.yaml"),
+        "kserve/kserve",
+        "v0.20.0",
+        "config/crd/full/serving.kserve.io_inferenceservices.yaml",
+    ),
     "serving.kserve.io_servingruntimes.yaml": (
-        "kserve/kserve", "v0.20.0", "config/crd/full/serving.kserve.io_servingruntimes.yaml"),
+        "kserve/kserve",
+        "v0.20.0",
+        "config/crd/full/serving.kserve.io_servingruntimes.yaml",
+    ),
     "serving.kserve.io_clusterservingruntimes.yaml": (
-        "kserve/kserve", "v0.20.0",
-        "config/crd/full/serving.kserve.io_clusterservingruntimes.yaml"),
+        "kserve/kserve",
+        "v0.20.0",
+        "config/crd/full/serving.kserve.io_clusterservingruntimes.yaml",
+    ),
     "trainer.kubeflow.org_trainjobs.yaml": (
-        "kubeflow/trainer", "v2.3.0", "manifests/base/crds/trainer.kubeflow.org_trainjobs.yaml"),
+        "kubeflow/trainer",
+        "v2.3.0",
+        "manifests/base/crds/trainer.kubeflow.org_trainjobs.yaml",
+    ),
     "trainer.kubeflow.org_clustertrainingruntimes.yaml": (
-        "kubeflow/trainer", "v2.3.0",
-        "manifests/base/crds/trainer.kubeflow.org_clustertrainingruntimes.yaml"),
+        "kubeflow/trainer",
+        "v2.3.0",
+        "manifests/base/crds/trainer.kubeflow.org_clustertrainingruntimes.yaml",
+    ),
     "feast.dev_featurestores.yaml": (
-        "feast-dev/feast", "v0.66.0",
-        "infra/feast-operator/config/crd/bases/feast.dev_featurestores.yaml"),
+        "feast-dev/feast",
+        "v0.66.0",
+        "infra/feast-operator/config/crd/bases/feast.dev_featurestores.yaml",
+    ),
 }
 
 
@@ -56,13 +71,11 @@ def _to_json_schema(node):
     return out
 
 
-@lru_cache(maxsize=None)
+@cache
 def _schemas(crds_dir: Path) -> dict[tuple[str, str, str], dict]:
     """(group, version, kind) -> JSON schema, for every CRD in the folder."""
     if not crds_dir.is_dir() or not any(crds_dir.glob("*.yaml")):
-        raise MissingCRDs(
-            f"no CRD files in {crds_dir}: run `make crds` or set FLYWHEEL_CRDS_DIR"
-        )
+        raise MissingCRDs(f"no CRD files in {crds_dir}: run `make crds` or set FLYWHEEL_CRDS_DIR")
     schemas = {}
     for path in sorted(crds_dir.glob("*.yaml")):
         for doc in yaml.load_all(path.read_text(), Loader=_LOADER):

@@ -12,6 +12,7 @@ restart keeps the same ones.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 from functools import lru_cache
@@ -58,7 +59,7 @@ class Settings(BaseSettings):
     )
     trigger_min_labels: int = Field(50, ge=1, description="New labels that start a turn.")
     trigger_action: str = Field(
-        "flywheel.labelling.trigger:log_turn",
+        "flywheel.loop.trigger_action:run_turn_now",
         description='What the trigger calls once enough labels arrive: "module:function".',
     )
     trigger_poll_s: float = Field(
@@ -175,6 +176,17 @@ class Settings(BaseSettings):
                 fh.write(secrets.token_hex(nbytes)[:40])
         return path.read_text().strip()
 
+    def to_env(self, base: bool = False) -> dict[str, str]:
+        """Every setting as the FLYWHEEL_* variable that rebuilds it in a child process
+        (secrets included where set; unset ones are read from `<home>/secrets`).
+        `base=True` starts from this process's environment without FLYWHEEL_* variables."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("FLYWHEEL_")} if base else {}
+        for field in type(self).model_fields:
+            value = getattr(self, field)
+            if value is not None:
+                env[env_name(field)] = _env_text(value)
+        return env
+
     @property
     def ls_token(self) -> str:
         """Label Studio API token (6-40 chars, as Label Studio requires)."""
@@ -186,6 +198,12 @@ class Settings(BaseSettings):
     @property
     def ls_password(self) -> str:
         return self.secret("label_studio_password", self.label_studio_password)
+
+
+def _env_text(value) -> str:
+    if hasattr(value, "get_secret_value"):
+        value = value.get_secret_value()
+    return json.dumps(value) if isinstance(value, list | dict) else str(value)
 
 
 def env_name(field: str) -> str:

@@ -62,8 +62,9 @@ def test_setup_is_idempotent():
     out = subprocess.run(["make", "setup"], capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 0, out.stderr
     assert "pip install" not in out.stdout and "venv" not in out.stdout.replace(".venv", "")
-    question = subprocess.run(["make", "-q", ".venv/.installed", ".venv-labelstudio/.installed"],
-                              cwd=ROOT)
+    question = subprocess.run(
+        ["make", "-q", ".venv/.installed", ".venv-labelstudio/.installed"], cwd=ROOT
+    )
     assert question.returncode == 0  # both environments are up to date
 
 

@@ -23,8 +23,12 @@ from tests.conftest import ROOT, make_settings, settings_env
 
 def cli(settings, *args, timeout=400):
     return subprocess.run(
-        [sys.executable, "-m", "flywheel.cli", *args], capture_output=True, text=True,
-        env=settings_env(settings), cwd=ROOT, timeout=timeout,
+        [sys.executable, "-m", "flywheel.cli", *args],
+        capture_output=True,
+        text=True,
+        env=settings_env(settings),
+        cwd=ROOT,
+        timeout=timeout,
     )
 
 
@@ -77,9 +81,13 @@ def test_label_studio_token_authenticates(lifecycle):
     from label_studio_sdk import LabelStudio
 
     ls = LabelStudio(base_url=lifecycle.label_studio_base_url, api_key=lifecycle.ls_token)
-    project = ls.projects.create(title="foundation-check", label_config=(
-        '<View><Image name="image" value="$image"/>'
-        '<Choices name="label" toName="image"><Choice value="a"/></Choices></View>'))
+    project = ls.projects.create(
+        title="foundation-check",
+        label_config=(
+            '<View><Image name="image" value="$image"/>'
+            '<Choices name="label" toName="image"><Choice value="a"/></Choices></View>'
+        ),
+    )
     assert project.id in [p.id for p in ls.projects.list()]
     bad = LabelStudio(base_url=lifecycle.label_studio_base_url, api_key="wrong-token")
     with pytest.raises(Exception) as info:

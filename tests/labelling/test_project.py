@@ -186,6 +186,7 @@ def test_trigger_fires_once_after_n_labels(project, tmp_path):
         label_studio_project="labelling-trigger",
         trigger_min_labels=3,
         trigger_poll_s=0,
+        trigger_action="flywheel.labelling.trigger:log_turn",  # count, start no turn
     )
     url = trig.url(trig.trigger_port)
     annotator = DemoAnnotator(own)

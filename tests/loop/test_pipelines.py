@@ -54,8 +54,14 @@ def test_turn_has_the_steps_and_the_promotion_condition(tmp_path):
     paths = compile_all(load(home=tmp_path / "home"), tmp_path / "out")
     spec, _ = _docs(paths["flywheel-turn"])
     tasks = spec["root"]["dag"]["tasks"]
-    for step in ("export-labels", "build-features", "train", "evaluate", "register",
-                 "select-for-labelling"):
+    for step in (
+        "export-labels",
+        "build-features",
+        "train",
+        "evaluate",
+        "register",
+        "select-for-labelling",
+    ):
         assert step in tasks, step
     condition = [t for t in tasks.values() if "triggerPolicy" in t]
     assert condition and "promoted" in json.dumps(condition)
@@ -76,14 +82,20 @@ def test_no_gpu_by_default(tmp_path):
 
 
 def test_cli_compiles(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "flywheel.cli", "loop", "compile", "--out",
-                          str(tmp_path)], capture_output=True, text=True, cwd=ROOT)
+    out = subprocess.run(
+        [sys.executable, "-m", "flywheel.cli", "loop", "compile", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     assert out.returncode == 0, out.stderr
     assert (tmp_path / "flywheel-turn.yaml").exists()
 
 
 def test_library_never_imports_kfp():
-    code = ("import sys, flywheel.cli, flywheel.loop.steps, flywheel.loop.turn, "
-            "flywheel.loop.demo; print('kfp' in sys.modules)")
+    code = (
+        "import sys, flywheel.cli, flywheel.loop.steps, flywheel.loop.turn, "
+        "flywheel.loop.demo; print('kfp' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert out.stdout.strip() == "False", out.stderr

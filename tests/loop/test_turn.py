@@ -24,14 +24,16 @@ N_ITEMS, SEED, K = 200, 40, 20
 @pytest.fixture(scope="module")
 def loop(stack):
     """A project, model and home of their own, under the stack's Label Studio file root."""
-    settings = stack.model_copy(update={
-        "home": stack.data_dir / "loop-home",
-        "label_studio_project": "loop-e2e",
-        "label_studio_token": SecretStr(stack.ls_token),
-        "model_name": "loop-e2e-model",
-        "mlflow_experiment": "loop-e2e",
-        "labels_per_turn": K,
-    })
+    settings = stack.model_copy(
+        update={
+            "home": stack.data_dir / "loop-home",
+            "label_studio_project": "loop-e2e",
+            "label_studio_token": SecretStr(stack.ls_token),
+            "model_name": "loop-e2e-model",
+            "mlflow_experiment": "loop-e2e",
+            "labels_per_turn": K,
+        }
+    )
     init_demo(settings, limit=N_ITEMS)
     items = [f"digits-{i:04d}" for i in range(N_ITEMS)]
     holdout = [i for i in items if is_holdout(i, settings.holdout_fraction)]
@@ -54,8 +56,14 @@ def test_one_turn_end_to_end(loop):
     assert report.model_version == "1" and report.champion_version == "1"
     assert report.promoted  # no champion yet: the first model becomes champion
     assert 0.3 < report.challenger_accuracy <= 1.0  # 40 training labels, ten classes
-    for step in ("export_labels", "build_features", "train", "evaluate", "register",
-                 "select_for_labelling"):
+    for step in (
+        "export_labels",
+        "build_features",
+        "train",
+        "evaluate",
+        "register",
+        "select_for_labelling",
+    ):
         assert step in report.steps
     # the uncertain items are queued first, with the champion's guess attached
     assert len(report.selected) == K
@@ -110,3 +118,19 @@ def _unlabelled_selected(settings):
     from flywheel.loop.turn import selection_path
 
     return json.loads(selection_path(settings).read_text())["item_ids"]
+
+
+def test_trigger_action_runs_a_turn_and_skips_while_one_runs(loop):
+    """What the trigger service calls: a real turn in a child process; nothing while a turn
+    (here: this test holding the loop lock) is already running."""
+    from flywheel.loop.lock import loop_lock
+    from flywheel.loop.trigger_action import run_turn_now
+
+    DemoAnnotator(loop).label(_unlabelled_selected(loop))
+    before = len(versions(loop))
+    with loop_lock(loop):
+        run_turn_now(loop, [1, 2, 3])
+    assert len(versions(loop)) == before
+    assert "already running" in (loop.log_dir / "loop.log").read_text()
+    run_turn_now(loop, [1, 2, 3])
+    assert len(versions(loop)) == before + 1

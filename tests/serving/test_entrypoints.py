@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 
-from flywheel.serving.service import settings_env
+from tests.conftest import settings_env
 from tests.serving.conftest import MODEL
 
 FLYWHEEL = os.path.join(os.path.dirname(sys.executable), "flywheel")

@@ -15,8 +15,9 @@ from rich.console import Console
 
 from flywheel.settings import get_settings
 
-app = typer.Typer(help="Turn the flywheel: run, compile and submit the pipelines.",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="Turn the flywheel: run, compile and submit the pipelines.", no_args_is_help=True
+)
 console = Console()
 
 Engine = Annotated[str, typer.Option(help="kfp: the local Kubeflow pipeline; direct: in-process")]
@@ -37,20 +38,30 @@ def run(
     k: Annotated[int | None, typer.Option(help="Items to send to labelling.")] = None,
     strategy: Annotated[str | None, typer.Option(help="Acquisition function.")] = None,
     lr: Annotated[float | None, typer.Option(help="Learning rate.")] = None,
+    wait: Annotated[bool, typer.Option(help="Wait for a running turn (else skip).")] = True,
 ) -> None:
     """Run one turn of the loop against the local services."""
+    from flywheel.loop.lock import Busy
     from flywheel.loop.turn import run_turn
 
     _check_engine(engine)
     params = {"lr": lr} if lr else None
-    with console.status("one turn: export -> features -> train -> evaluate -> register -> "
-                        "deploy -> select"):
-        report = run_turn(get_settings(), engine=engine, params=params, k=k, strategy=strategy)
+    try:
+        with console.status(
+            "one turn: export -> features -> train -> evaluate -> register -> deploy -> select"
+        ):
+            report = run_turn(
+                get_settings(), engine=engine, params=params, k=k, strategy=strategy, wait=wait
+            )
+    except Busy as exc:
+        console.print(f"{exc}: not starting another; the next turn takes the new labels")
+        return
     console.print(
         f"{report.n_labels} labels -> v{report.model_version} "
         f"(holdout {report.challenger_accuracy:.3f}); champion v{report.champion_version} "
         f"({'promoted' if report.promoted else 'kept'}); {len(report.selected)} items queued; "
-        f"{report.seconds:.1f} s")
+        f"{report.seconds:.1f} s"
+    )
     console.print("steps: " + ", ".join(f"{k} {v:.1f} s" for k, v in report.steps.items()))
 
 
@@ -97,9 +108,15 @@ def experiment(
     """Active learning vs random sampling on the demo collection (several seeds)."""
     from flywheel.loop.experiment import ExperimentConfig, run_experiment
 
-    cfg = ExperimentConfig(strategies=(strategy, "random"), seeds=tuple(range(seeds)),
-                           start=start, step=step, budget=budget, target=target,
-                           max_epochs=max_epochs)
+    cfg = ExperimentConfig(
+        strategies=(strategy, "random"),
+        seeds=tuple(range(seeds)),
+        start=start,
+        step=step,
+        budget=budget,
+        target=target,
+        max_epochs=max_epochs,
+    )
     result = run_experiment(get_settings(), cfg)
     console.print(f"plot: {result['plot']}")
 

@@ -24,7 +24,8 @@ from rich.console import Console
 from rich.table import Table
 
 from flywheel.loop import timings
-from flywheel.loop.turn import TurnReport, run_turn
+from flywheel.loop.lock import loop_lock
+from flywheel.loop.turn import run_turn
 from flywheel.settings import Settings
 from flywheel.splits import is_holdout
 
@@ -69,8 +70,9 @@ def label_selection(settings: Settings, item_ids: list[str]) -> tuple[int, float
     return made, time.time()
 
 
-def champion_answers(settings: Settings, version: str, item_id: str,
-                     timeout_s: float = 60.0) -> float | None:
+def champion_answers(
+    settings: Settings, version: str, item_id: str, timeout_s: float = 60.0
+) -> float | None:
     """When an item-id request through the transformer first answers with `version`
     (None when the model servers are not running)."""
     from flywheel import services
@@ -91,8 +93,16 @@ def champion_answers(settings: Settings, version: str, item_id: str,
     return None
 
 
-def run_demo(settings: Settings, turns: int = 3, engine: str = "kfp",
-             seed_labels: int | None = None) -> list[dict]:
+def run_demo(
+    settings: Settings, turns: int = 3, engine: str = "kfp", seed_labels: int | None = None
+) -> list[dict]:
+    """The demo holds the loop lock throughout, so the trigger service does not start
+    turns of its own from the demo annotator's labels."""
+    with loop_lock(settings):
+        return _demo(settings, turns, engine, seed_labels)
+
+
+def _demo(settings: Settings, turns: int, engine: str, seed_labels: int | None) -> list[dict]:
     seed_labels = seed_labels or settings.labels_per_turn
     history = load_history(settings)
     if not history:
@@ -100,21 +110,27 @@ def run_demo(settings: Settings, turns: int = 3, engine: str = "kfp",
         console.print(f"bootstrap: {made} labels by the demo annotator")
     else:
         last = history[-1]
-        console.print(f"continuing after turn {len(history)} "
-                      f"({last['n_labels']} labels, champion v{last['champion_version']})")
+        console.print(
+            f"continuing after turn {len(history)} "
+            f"({last['n_labels']} labels, champion v{last['champion_version']})"
+        )
         made, _ = label_selection(settings, last["selected"])
         if made:
             console.print(f"demo annotator: {made} pending labels")
     labels_saved = time.time()
     for _ in range(turns):
         n = len(history) + 1
-        with console.status(f"turn {n}: export -> features -> train -> evaluate -> register "
-                            "-> deploy -> select"):
+        with console.status(
+            f"turn {n}: export -> features -> train -> evaluate -> register -> deploy -> select"
+        ):
             report = run_turn(settings, engine=engine)
         row = report.to_dict()
         row["turn"] = n
-        answered = champion_answers(settings, report.champion_version, report.selected[0]) \
-            if report.promoted and report.selected else None
+        answered = (
+            champion_answers(settings, report.champion_version, report.selected[0])
+            if report.promoted and report.selected
+            else None
+        )
         row["loop_latency_s"] = round(answered - labels_saved, 2) if answered else None
         history.append(row)
         save_history(settings, history)
@@ -131,7 +147,8 @@ def _print_turn(row: dict) -> None:
         f"[bold]turn {row['turn']}[/]: {row['n_labels']} labels, holdout accuracy "
         f"{row['champion_accuracy']:.3f} (challenger v{row['model_version']} "
         f"{row['challenger_accuracy']:.3f}, {promoted}), champion v{row['champion_version']}, "
-        f"{row['seconds']:.1f} s{latency}")
+        f"{row['seconds']:.1f} s{latency}"
+    )
 
 
 def plot_history(history: list[dict], path: Path, title: str = "flywheel demo") -> Path:
@@ -141,10 +158,19 @@ def plot_history(history: list[dict], path: Path, title: str = "flywheel demo") 
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot([h["n_labels"] for h in history], [h["champion_accuracy"] for h in history],
-            marker="o", label="champion")
-    ax.plot([h["n_labels"] for h in history], [h["challenger_accuracy"] for h in history],
-            marker="x", linestyle=":", label="challenger")
+    ax.plot(
+        [h["n_labels"] for h in history],
+        [h["champion_accuracy"] for h in history],
+        marker="o",
+        label="champion",
+    )
+    ax.plot(
+        [h["n_labels"] for h in history],
+        [h["challenger_accuracy"] for h in history],
+        marker="x",
+        linestyle=":",
+        label="challenger",
+    )
     ax.set_xlabel("labels (including the holdout)")
     ax.set_ylabel("holdout accuracy")
     ax.set_title(title)
@@ -167,18 +193,26 @@ def _report(settings: Settings, history: list[dict]) -> None:
         mlflow.log_artifact(str(png))
         mlflow.log_dict({"history": history}, "demo_history.json")
         for h in history:
-            mlflow.log_metric("champion_holdout_accuracy", h["champion_accuracy"],
-                              step=h["n_labels"])
+            mlflow.log_metric(
+                "champion_holdout_accuracy", h["champion_accuracy"], step=h["n_labels"]
+            )
         exp_id = run.info.experiment_id
     table = Table("turn", "labels", "holdout acc", "champion", "time (s)", "loop latency (s)")
     for h in history:
-        table.add_row(str(h["turn"]), str(h["n_labels"]), f"{h['champion_accuracy']:.3f}",
-                      f"v{h['champion_version']}", f"{h['seconds']:.1f}",
-                      str(h.get("loop_latency_s") or "-"))
+        table.add_row(
+            str(h["turn"]),
+            str(h["n_labels"]),
+            f"{h['champion_accuracy']:.3f}",
+            f"v{h['champion_version']}",
+            f"{h['seconds']:.1f}",
+            str(h.get("loop_latency_s") or "-"),
+        )
     console.print(table)
     last = history[-1]
-    console.print("step times of the last turn: " + ", ".join(
-        f"{k} {v:.1f} s" for k, v in last["steps"].items()))
+    console.print(
+        "step times of the last turn: "
+        + ", ".join(f"{k} {v:.1f} s" for k, v in last["steps"].items())
+    )
     ls_url = settings.label_studio_base_url
     console.print(f"plot: {png}")
     console.print(f"MLflow runs:      {settings.tracking_uri}/#/experiments/{exp_id}/runs")
@@ -188,5 +222,6 @@ def _report(settings: Settings, history: list[dict]) -> None:
     console.print(f"Serving endpoint: {transformer}/v1/models/{settings.model_name}:predict")
     console.print(
         f"  curl -s {transformer}/v1/models/{settings.model_name}:predict "
-        f"-H 'Content-Type: application/json' -d '{{\"instances\": [\"digits-0007\"]}}'")
+        f"-H 'Content-Type: application/json' -d '{{\"instances\": [\"digits-0007\"]}}'"
+    )
     console.print(f"timings: {timings.path(settings)}")

@@ -70,13 +70,14 @@ def _fit_and_score(settings, ids, x, labels, labelled, holdout, seed, max_epochs
 
     rows = sorted(set(labelled) | set(holdout))
     index = {item: i for i, item in enumerate(ids)}
-    frame = pd.DataFrame({"item_id": rows, "label": [labels[i] for i in rows],
-                          "pixels": [x[index[i]] for i in rows]})
-    splits = prepare(frame, list(settings.label_classes), x.shape[1],
-                     settings.holdout_fraction, 0.1)
+    frame = pd.DataFrame(
+        {"item_id": rows, "label": [labels[i] for i in rows], "pixels": [x[index[i]] for i in rows]}
+    )
+    splits = prepare(
+        frame, list(settings.label_classes), x.shape[1], settings.holdout_fraction, 0.1
+    )
     config = TrainConfig(seed=seed, max_epochs=max_epochs, track=False, accelerator="cpu")
-    fitted = fit(splits, config, settings.image_size,
-                 root_dir=settings.home / "experiment-ckpt")
+    fitted = fit(splits, config, settings.image_size, root_dir=settings.home / "experiment-ckpt")
     model = Probabilities(fitted.module.model.float().cpu().eval())
     with torch.no_grad():
         pred = model(splits.holdout.x).argmax(1)
@@ -104,10 +105,12 @@ def run_experiment(settings: Settings, config: ExperimentConfig | None = None) -
                 labelled = list(initial)
                 curve = curves[strategy].setdefault(seed, [])
                 while True:
-                    progress.update(task, description=f"seed {seed} {strategy} "
-                                    f"{len(labelled)} labels")
-                    acc, model = _fit_and_score(settings, ids, x, labels, labelled, holdout,
-                                                seed, cfg.max_epochs)
+                    progress.update(
+                        task, description=f"seed {seed} {strategy} {len(labelled)} labels"
+                    )
+                    acc, model = _fit_and_score(
+                        settings, ids, x, labels, labelled, holdout, seed, cfg.max_epochs
+                    )
                     curve.append((len(labelled), acc))
                     progress.advance(task)
                     if len(labelled) + cfg.step > cfg.budget:
@@ -177,8 +180,9 @@ def _print(result: dict) -> None:
     target = result["config"]["target"]
     table = Table("strategy", f"labels to reach {target:.0%} (per seed)", "mean", "reached")
     for strategy, data in result["strategies"].items():
-        per_seed = ", ".join(str(v) if v is not None else "-"
-                             for v in data["labels_to_target"].values())
+        per_seed = ", ".join(
+            str(v) if v is not None else "-" for v in data["labels_to_target"].values()
+        )
         mean = data["mean_labels_to_target"]
         table.add_row(strategy, per_seed, f"{mean:.0f}" if mean else "-", data["reached"])
     console.print(table)

@@ -33,11 +33,13 @@ def roll_out(settings: Settings, champion_version: str, namespace: str | None = 
     api = client.CustomObjectsApi()
     try:
         api.patch_namespaced_custom_object(
-            GROUP, VERSION, namespace, PLURAL, settings.model_name,
-            rollout_patch(champion_version))
+            GROUP, VERSION, namespace, PLURAL, settings.model_name, rollout_patch(champion_version)
+        )
     except client.ApiException as exc:
-        raise ServiceError(f"could not roll InferenceService {namespace}/{settings.model_name} "
-                           f"to version {champion_version}: {exc.status} {exc.reason}") from None
+        raise ServiceError(
+            f"could not roll InferenceService {namespace}/{settings.model_name} "
+            f"to version {champion_version}: {exc.status} {exc.reason}"
+        ) from None
     return str(champion_version)
 
 

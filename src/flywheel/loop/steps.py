@@ -41,8 +41,7 @@ def export_labels(out_path: str | None = None, settings: Settings | None = None)
             Path(out_path).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(snap.path, out_path)
         rec.update(snapshot_id=snap.snapshot_id, n_labels=len(snap.frame))
-    return {"snapshot_id": snap.snapshot_id, "n_labels": len(snap.frame),
-            "path": str(snap.path)}
+    return {"snapshot_id": snap.snapshot_id, "n_labels": len(snap.frame), "path": str(snap.path)}
 
 
 def build_features(snapshot_id: str, out_path: str, settings: Settings | None = None) -> dict:
@@ -66,28 +65,37 @@ def read_training_set(path: str):
     return frame
 
 
-def train(training_set_path: str, snapshot_id: str, params: dict | None = None,
-          settings: Settings | None = None) -> dict:
+def train(
+    training_set_path: str,
+    snapshot_id: str,
+    params: dict | None = None,
+    settings: Settings | None = None,
+) -> dict:
     from flywheel.training import TrainConfig
     from flywheel.training import train as train_model
 
     s = _settings(settings)
     with timed(s, "train", snapshot_id=snapshot_id) as rec:
         frame = read_training_set(training_set_path)
-        config = TrainConfig(snapshot_id=snapshot_id, feature_service=s.feature_service,
-                             **(params or {}))
+        config = TrainConfig(
+            snapshot_id=snapshot_id, feature_service=s.feature_service, **(params or {})
+        )
         if s.mode == "cluster":
             from flywheel.training.trainjob import run_trainjob
 
             result = run_trainjob(s, training_set_path, config)
         else:
             result = train_model(frame, s, config)
-        out = {"model_version": str(result.version), "run_id": str(result.run_id),
-               "model_uri": str(result.model_uri),
-               "holdout_accuracy": float(result.holdout_accuracy),
-               "val_accuracy": float(result.val_accuracy if result.val_accuracy is not None
-                                     else result.holdout_accuracy),
-               "n_train": int(result.n_train)}
+        out = {
+            "model_version": str(result.version),
+            "run_id": str(result.run_id),
+            "model_uri": str(result.model_uri),
+            "holdout_accuracy": float(result.holdout_accuracy),
+            "val_accuracy": float(
+                result.val_accuracy if result.val_accuracy is not None else result.holdout_accuracy
+            ),
+            "n_train": int(result.n_train),
+        }
         rec.update(out)
     return out
 
@@ -104,8 +112,10 @@ def evaluate(model_version: str, settings: Settings | None = None) -> dict:
         metrics = client.get_run(mv.run_id).data.metrics
         challenger = float(metrics.get("holdout_accuracy", float("nan")))
         champion = metrics.get("champion_holdout_accuracy")
-        out = {"challenger_accuracy": challenger,
-               "champion_accuracy": float(champion) if champion is not None else -1.0}
+        out = {
+            "challenger_accuracy": challenger,
+            "champion_accuracy": float(champion) if champion is not None else -1.0,
+        }
         rec.update(out)
     return out
 
@@ -116,14 +126,19 @@ def register(model_version: str, settings: Settings | None = None) -> dict:
     s = _settings(settings)
     with timed(s, "register", model_version=model_version) as rec:
         decision = promote(s, model_version)
-        out = {"promoted": decision.promoted, "champion_version": str(decision.champion_version),
-               "action": decision.action, "reason": decision.reason}
+        out = {
+            "promoted": decision.promoted,
+            "champion_version": str(decision.champion_version),
+            "action": decision.action,
+            "reason": decision.reason,
+        }
         rec.update(out)
     return out
 
 
-def deploy(champion_version: str, settings: Settings | None = None,
-           timeout_s: float = 120.0) -> dict:
+def deploy(
+    champion_version: str, settings: Settings | None = None, timeout_s: float = 120.0
+) -> dict:
     """Dev box: tell the running predictor to reload and wait until it serves the version.
     Cluster: roll the InferenceService (canary) to the new champion."""
     s = _settings(settings)
@@ -156,8 +171,10 @@ def _reload_local(s: Settings, version: str, timeout_s: float) -> str:
         if answer.status_code == 200 and str(answer.json().get("model_version")) == version:
             return str(version)
         time.sleep(0.2)
-    raise ServiceError(f"the predictor at {url} did not serve version {version} within "
-                       f"{timeout_s:.0f} s; see `flywheel logs predictor`")
+    raise ServiceError(
+        f"the predictor at {url} did not serve version {version} within "
+        f"{timeout_s:.0f} s; see `flywheel logs predictor`"
+    )
 
 
 def score_pool(s: Settings, version: str, item_ids: list[str]) -> np.ndarray:
@@ -174,14 +191,15 @@ def score_pool(s: Settings, version: str, item_ids: list[str]) -> np.ndarray:
         pass
     out = []
     for start in range(0, len(item_ids), 1024):
-        x = torch.from_numpy(online_features(item_ids[start:start + 1024], s))
+        x = torch.from_numpy(online_features(item_ids[start : start + 1024], s))
         with torch.no_grad():
             out.append(model(x).float().numpy())
     return np.concatenate(out) if out else np.zeros((0, len(s.label_classes)), np.float32)
 
 
-def select_for_labelling(champion_version: str, k: int, strategy: str,
-                         settings: Settings | None = None, seed: int = 0) -> dict:
+def select_for_labelling(
+    champion_version: str, k: int, strategy: str, settings: Settings | None = None, seed: int = 0
+) -> dict:
     """Score the unlabelled pool (holdout items excluded: they are labelled once, for
     evaluation) and queue the `k` most uncertain with the champion's guess attached."""
     import mlflow
@@ -191,8 +209,7 @@ def select_for_labelling(champion_version: str, k: int, strategy: str,
     s = _settings(settings)
     with timed(s, "select_for_labelling", model_version=champion_version) as rec:
         mlflow.set_tracking_uri(s.tracking_uri)
-        pool = [i for i in labelling.unlabelled_items(s)
-                if not is_holdout(i, s.holdout_fraction)]
+        pool = [i for i in labelling.unlabelled_items(s) if not is_holdout(i, s.holdout_fraction)]
         if not pool:
             rec.update(n_selected=0)
             _remember_selection(s, champion_version, [])

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from flywheel.loop import steps, timings
+from flywheel.loop.lock import loop_lock
 from flywheel.settings import Settings
 
 
@@ -40,8 +41,20 @@ def selection_path(settings: Settings) -> Path:
     return settings.data_dir / "loop" / "last_selection.json"
 
 
-def run_turn(settings: Settings, engine: str = "direct", params: dict | None = None,
-             k: int | None = None, strategy: str | None = None) -> TurnReport:
+def run_turn(
+    settings: Settings,
+    engine: str = "direct",
+    params: dict | None = None,
+    k: int | None = None,
+    strategy: str | None = None,
+    wait: bool = True,
+) -> TurnReport:
+    """One turn; one at a time (`wait=False`: raise lock.Busy if a turn is running)."""
+    with loop_lock(settings, wait=wait):
+        return _turn(settings, engine, params, k, strategy)
+
+
+def _turn(settings: Settings, engine: str, params, k, strategy) -> TurnReport:
     k = settings.labels_per_turn if k is None else k
     strategy = strategy or settings.acquisition
     started = time.time()
@@ -53,17 +66,23 @@ def run_turn(settings: Settings, engine: str = "direct", params: dict | None = N
         out = _direct(settings, params, k, strategy)
     promoted = bool(out["promoted"])
     version, champion = str(out["model_version"]), str(out["champion_version"])
-    champion_acc = (out["challenger_accuracy"] if promoted or champion == version
-                    else out["champion_accuracy"])
+    champion_acc = (
+        out["challenger_accuracy"] if promoted or champion == version else out["champion_accuracy"]
+    )
     path = selection_path(settings)
     selected = json.loads(path.read_text())["item_ids"] if path.exists() else []
     return TurnReport(
-        n_labels=int(out["n_labels"]), model_version=version, champion_version=champion,
-        promoted=promoted, challenger_accuracy=float(out["challenger_accuracy"]),
-        champion_accuracy=float(champion_acc), selected=selected,
+        n_labels=int(out["n_labels"]),
+        model_version=version,
+        champion_version=champion,
+        promoted=promoted,
+        challenger_accuracy=float(out["challenger_accuracy"]),
+        champion_accuracy=float(champion_acc),
+        selected=selected,
         seconds=time.time() - started,
         steps={r["step"]: r["seconds"] for r in timings.read(settings, since=started)},
-        engine=engine, started=started,
+        engine=engine,
+        started=started,
     )
 
 
@@ -80,5 +99,10 @@ def _direct(settings: Settings, params, k: int, strategy: str) -> dict:
     if decision["promoted"]:
         steps.deploy(decision["champion_version"], settings=settings)
     steps.select_for_labelling(decision["champion_version"], k, strategy, settings=settings)
-    return {"n_labels": snap["n_labels"], "model_version": version, **evaluated,
-            "promoted": decision["promoted"], "champion_version": decision["champion_version"]}
+    return {
+        "n_labels": snap["n_labels"],
+        "model_version": version,
+        **evaluated,
+        "promoted": decision["promoted"],
+        "champion_version": decision["champion_version"],
+    }

@@ -10,30 +10,10 @@ reaches them unchanged. Health: `/v2/health/live` (alive even before a champion 
 
 from __future__ import annotations
 
-import json
 import sys
-
-from pydantic import SecretStr
 
 from flywheel.services import Service, register
 from flywheel.settings import Settings
-
-
-def settings_env(settings: Settings) -> dict[str, str]:
-    """`FLYWHEEL_*` variables that rebuild `settings` in a child process.
-
-    Secrets are left out, and so are values with double quotes (JSON lists of strings such
-    as label_classes): the servers take class names from the model, not from settings.
-    """
-    env = {}
-    for name in type(settings).model_fields:
-        value = getattr(settings, name)
-        if value is None or isinstance(value, SecretStr):
-            continue
-        text = json.dumps(value) if isinstance(value, (list, dict)) else str(value)
-        if '"' not in text:  # supervisord's environment= line cannot carry quotes
-            env[f"FLYWHEEL_{name.upper()}"] = text
-    return env
 
 
 def _server(settings: Settings, name: str, port: int, port_setting: str, what: str) -> Service:
@@ -45,7 +25,7 @@ def _server(settings: Settings, name: str, port: int, port_setting: str, what: s
         port_setting=port_setting,
         health_path="/v2/health/live",
         ui_path=f"/v2/models/{settings.model_name}",
-        env={**settings_env(settings), "PYTHONUNBUFFERED": "1"},
+        env={**settings.to_env(), "PYTHONUNBUFFERED": "1"},
     )
 
 

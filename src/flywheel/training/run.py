@@ -109,6 +109,12 @@ class Fitted:
 # --- processes ----------------------------------------------------------------------------
 
 
+def batch_size(config: TrainConfig, splits: Splits) -> int:
+    """The configured batch, made smaller for a small labelled set (the early turns of the
+    loop) so an epoch still has at least 8 optimiser steps."""
+    return max(1, min(config.batch_size, max(8, len(splits.train) // 8)))
+
+
 def rank() -> int:
     return int(os.environ.get("RANK", "0"))
 
@@ -221,7 +227,9 @@ def fit(
         torch.set_num_threads(config.cpu_threads)
     started = time.perf_counter()
     try:
-        trainer.fit(module, datamodule=FlywheelData(splits, config.batch_size, config.seed))
+        trainer.fit(
+            module, datamodule=FlywheelData(splits, batch_size(config, splits), config.seed)
+        )
     finally:
         torch.set_num_threads(threads)
     seconds = time.perf_counter() - started
