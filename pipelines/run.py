@@ -9,8 +9,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
+import warnings
 from pathlib import Path
 
 from flywheel.errors import FlywheelError
@@ -67,6 +70,29 @@ def run_local(
 
 
 def _run(settings, func_name, root, cache, params, k, strategy) -> dict:
+    """Run with the runner's streamed task logs going to `<home>/logs/kfp-local.log`."""
+    log = settings.log_dir / "kfp-local.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("a") as out, contextlib.redirect_stdout(out), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*non-Python base image.*")
+        start = out.tell()
+        try:
+            return _run_logged(settings, func_name, root, cache, params, k, strategy)
+        except PipelineFailed as exc:
+            out.flush()
+            raise PipelineFailed(f"{exc}\n{_error_lines(log, start)}(full log: {log})") from None
+
+
+def _error_lines(log: Path, start: int, keep: int = 6) -> str:
+    """The last exception lines the failed task printed."""
+    with log.open() as fh:
+        fh.seek(start)
+        lines = [ln.strip() for ln in fh if ln.strip()]
+    errors = [ln for ln in lines if "Error" in ln or "error:" in ln]
+    return "".join(f"  {ln[:300]}\n" for ln in errors[-keep:])
+
+
+def _run_logged(settings, func_name, root, cache, params, k, strategy) -> dict:
     from kfp import local
 
     from pipelines.flywheel import build
@@ -91,7 +117,8 @@ def _run(settings, func_name, root, cache, params, k, strategy) -> dict:
     try:
         task = func(**kwargs)
     except RuntimeError as exc:  # kfp.local raises RuntimeError naming the failed task
-        raise PipelineFailed(f"pipeline {func.name} failed: {exc}") from None
+        message = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))  # the runner colours task names
+        raise PipelineFailed(f"pipeline {func.name} failed: {message}") from None
     return dict(task.outputs)
 
 
