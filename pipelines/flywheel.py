@@ -92,18 +92,7 @@ def build(settings: Settings | None = None, cluster: bool = False):
     ) -> TurnOutputs:
         snap = _configure(export_labels(), s, cluster).set_caching_options(False)
         feats = _configure(build_features(snapshot_id=snap.outputs["snapshot_id"]), s, cluster)
-        trained = _gpu(
-            _configure(
-                train(
-                    training_set=feats.outputs["training_set"],
-                    snapshot_id=snap.outputs["snapshot_id"],
-                    params_json=params_json,
-                ),
-                s,
-                cluster,
-            ),
-            s,
-        )
+        trained = _train(snap, feats, params_json, s, cluster)
         evaluated, decision = _turn_tail(
             trained.outputs["model_version"], labels_per_turn, strategy, s, cluster
         )
@@ -125,18 +114,7 @@ def build(settings: Settings | None = None, cluster: bool = False):
         snap = _configure(export_labels(), s, cluster).set_caching_options(False)
         feats = _configure(build_features(snapshot_id=snap.outputs["snapshot_id"]), s, cluster)
         with dsl.ParallelFor(trials, parallelism=2) as trial:
-            trained = _gpu(
-                _configure(
-                    train(
-                        training_set=feats.outputs["training_set"],
-                        snapshot_id=snap.outputs["snapshot_id"],
-                        params_json=trial,
-                    ),
-                    s,
-                    cluster,
-                ),
-                s,
-            )
+            trained = _train(snap, feats, trial, s, cluster)
         best = _configure(
             pick_best(
                 versions=dsl.Collected(trained.outputs["model_version"]),
@@ -148,6 +126,16 @@ def build(settings: Settings | None = None, cluster: bool = False):
         _turn_tail(best.output, labels_per_turn, strategy, s, cluster)
 
     return flywheel_turn, flywheel_sweep
+
+
+def _train(snap, feats, params_json, s: Settings, cluster: bool) -> dsl.PipelineTask:
+    """The train task on the snapshot's training set, with settings and GPU settings."""
+    task = train(
+        training_set=feats.outputs["training_set"],
+        snapshot_id=snap.outputs["snapshot_id"],
+        params_json=params_json,
+    )
+    return _gpu(_configure(task, s, cluster), s)
 
 
 class TurnOutputs(NamedTuple):

@@ -23,17 +23,10 @@ from datetime import UTC, datetime
 from flywheel.errors import InputError
 from flywheel.features.representation import representation
 from flywheel.features.store import definitions, feature_store, offline_uri
+from flywheel.labelling.collection import read_catalogue
 from flywheel.settings import Settings
 
 VIEW = "item_features"
-CATALOGUE_COLUMNS = [
-    "item_id",
-    "image_path",
-    "collection",
-    "accession_date",
-    "image_sha256",
-    "updated_at",
-]
 
 
 @dataclass
@@ -42,25 +35,6 @@ class BuildResult:
     new_rows: int  # offline rows appended by this run
     total_rows: int  # offline rows after this run
     seconds: float
-
-
-def read_catalogue(settings: Settings):
-    """The catalogue frame (docs/interfaces.md section 1), checked for the columns used.
-
-    A small reader of its own, so that this step does not depend on flywheel.labelling;
-    `flywheel.labelling.read_catalogue` reads the same file.
-    """
-    import pandas as pd
-
-    path = settings.catalogue_path
-    if not path.exists():
-        raise InputError(f"no catalogue at {path}: run `flywheel collection init` first")
-    frame = pd.read_parquet(path)
-    missing = [c for c in CATALOGUE_COLUMNS if c not in frame.columns]
-    if missing:
-        raise InputError(f"catalogue {path} lacks column(s) {', '.join(missing)}")
-    frame["updated_at"] = pd.to_datetime(frame["updated_at"], utc=True)
-    return frame
 
 
 # --- the offline parquet (local path or s3://) ---------------------------------------------

@@ -80,6 +80,9 @@ def read_catalogue(settings: Settings):
             "or `flywheel collection add DIR`"
         )
     frame = pd.read_parquet(path)
+    missing = [c for c in CATALOGUE_COLUMNS if c not in frame.columns]
+    if missing:
+        raise InputError(f"catalogue {path} lacks column(s) {', '.join(missing)}")
     frame["updated_at"] = pd.to_datetime(frame["updated_at"], utc=True).astype(
         "datetime64[ns, UTC]"
     )
