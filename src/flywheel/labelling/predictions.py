@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -105,7 +106,7 @@ def queue_for_labelling(settings: Settings, item_ids: Sequence[str], tag: str = 
     lsc.ensure_queue_view(settings, project, ls)
     tasks = lsc.tasks_by_item(lsc.project_tasks(settings, project, ls))
     _check_items(tasks, item_ids)
-    changed = 0
+    updates = []
     for rank, item_id in enumerate(item_ids):
         task = tasks[item_id]
         if _labelled(task):
@@ -115,9 +116,15 @@ def queue_for_labelling(settings: Settings, item_ids: Sequence[str], tag: str = 
         if all(data.get(k) == v for k, v in wanted.items()):
             continue
         data.update(wanted)
-        lsc._call(f"queue task {task['id']}", settings, ls.tasks.update, str(task["id"]), data=data)
-        changed += 1
-    return changed
+        updates.append((task["id"], data))
+
+    def update(task_id, data):
+        lsc._call(f"queue task {task_id}", settings, ls.tasks.update, str(task_id), data=data)
+
+    # One PATCH per task (Label Studio has no bulk update of task data): a few at a time.
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        list(pool.map(lambda u: update(*u), updates))
+    return len(updates)
 
 
 def _labelled(task: dict) -> bool:

@@ -178,12 +178,38 @@ def _reload_local(s: Settings, version: str, timeout_s: float) -> str:
 
 
 def score_pool(s: Settings, version: str, item_ids: list[str]) -> np.ndarray:
-    """Class probabilities of `version` for the items, from their online features."""
+    """Class probabilities of `version` for the items: through the running model servers
+    when they serve that version (their prediction log records it), else in this process
+    from the online features."""
+    served = _score_served(s, version, item_ids)
+    return served if served is not None else _score_in_process(s, version, item_ids)
+
+
+def _score_served(s: Settings, version: str, item_ids: list[str]) -> np.ndarray | None:
+    from flywheel import services
+    from flywheel.serving.client import predict_items
+
+    if s.mode != "local":
+        return None
+    states = {r.state for r in services.status(s, ["predictor", "transformer"])}
+    if states != {"running"}:
+        return None
+    out = []
+    for start in range(0, len(item_ids), s.max_batch):
+        answer = predict_items(item_ids[start : start + s.max_batch], s)
+        if str(answer.model_version) != str(version):
+            return None
+        out.append(np.asarray(answer.probabilities, dtype=np.float32))
+    return np.concatenate(out) if out else None
+
+
+def _score_in_process(s: Settings, version: str, item_ids: list[str]) -> np.ndarray:
     import mlflow.pytorch
     import torch
 
     from flywheel.features import online_features
 
+    mlflow.set_tracking_uri(s.tracking_uri)
     model = mlflow.pytorch.load_model(f"models:/{s.model_name}/{version}")
     try:
         model.eval()
@@ -202,13 +228,10 @@ def select_for_labelling(
 ) -> dict:
     """Score the unlabelled pool (holdout items excluded: they are labelled once, for
     evaluation) and queue the `k` most uncertain with the champion's guess attached."""
-    import mlflow
-
     from flywheel import labelling
 
     s = _settings(settings)
     with timed(s, "select_for_labelling", model_version=champion_version) as rec:
-        mlflow.set_tracking_uri(s.tracking_uri)
         pool = [i for i in labelling.unlabelled_items(s) if not is_holdout(i, s.holdout_fraction)]
         if not pool:
             rec.update(n_selected=0)
