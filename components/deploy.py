@@ -4,7 +4,7 @@ from components.base import component
 
 
 @component
-def deploy(champion_version: str) -> str:
+def deploy() -> str:
     from flywheel.loop import steps
 
-    return steps.deploy(champion_version)["served_version"]
+    return steps.deploy()["served_version"]

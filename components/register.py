@@ -1,15 +1,12 @@
-"""register: promote the challenger to `champion` only if it wins (never cached)."""
+"""register: promote the challenger to `champion` only if it wins (never cached).
 
-from typing import NamedTuple
+One boolean output, the condition of the deploy branch."""
 
 from components.base import component
 
 
 @component
-def register(model_version: str) -> NamedTuple(
-    "Decision", [("promoted", bool), ("champion_version", str)]
-):
+def register(model_version: str) -> bool:
     from flywheel.loop import steps
 
-    result = steps.register(model_version)
-    return (result["promoted"], result["champion_version"])
+    return steps.register(model_version)["promoted"]

@@ -5,7 +5,7 @@ from components.base import component
 
 
 @component
-def select_for_labelling(champion_version: str, k: int, strategy: str) -> int:
+def select_for_labelling(k: int, strategy: str) -> int:
     from flywheel.loop import steps
 
-    return steps.select_for_labelling(champion_version, k, strategy)["n_selected"]
+    return steps.select_for_labelling(None, k, strategy)["n_selected"]

@@ -3,8 +3,8 @@
 `flywheel_turn`: one turn of the loop.
 
     export_labels -> build_features -> train -> evaluate -> register
-                                                              |-- if promoted: deploy
-                                                              '-> select_for_labelling
+                                                              |-- promoted: deploy -> select
+                                                              '-- kept: select
 
 `flywheel_sweep`: the same data, a ParallelFor over hyperparameters (each trial a train
 task, an MLflow run), then the best trial is evaluated and registered like a turn's model.
@@ -101,8 +101,7 @@ def build(settings: Settings | None = None, cluster: bool = False):
             model_version=trained.outputs["model_version"],
             challenger_accuracy=evaluated.outputs["challenger_accuracy"],
             champion_accuracy=evaluated.outputs["champion_accuracy"],
-            promoted=decision.outputs["promoted"],
-            champion_version=decision.outputs["champion_version"],
+            promoted=decision.output,
         )
 
     @dsl.pipeline(name="flywheel-sweep", description="Hyperparameter sweep, best one registered.")
@@ -144,26 +143,23 @@ class TurnOutputs(NamedTuple):
     challenger_accuracy: float
     champion_accuracy: float
     promoted: bool
-    champion_version: str
 
 
 def _turn_tail(model_version, labels_per_turn, strategy, s: Settings, cluster: bool):
-    """evaluate -> register -> (deploy if promoted) -> select_for_labelling."""
+    """evaluate -> register -> if promoted: deploy -> select; else: select.
+
+    The selection runs after the deploy when there is one, so the new champion picks."""
     evaluated = _configure(evaluate(model_version=model_version), s, cluster)
     decision = _configure(register(model_version=model_version), s, cluster)
     decision.after(evaluated).set_caching_options(False)
-    with dsl.If(decision.outputs["promoted"] == True, name="promoted"):  # noqa: E712
-        _configure(
-            deploy(champion_version=decision.outputs["champion_version"]), s, cluster
-        ).set_caching_options(False)
-    chosen = _configure(
-        select_for_labelling(
-            champion_version=decision.outputs["champion_version"],
-            k=labels_per_turn,
-            strategy=strategy,
-        ),
-        s,
-        cluster,
-    )
-    chosen.set_caching_options(False)
+
+    def select():
+        task = select_for_labelling(k=labels_per_turn, strategy=strategy)
+        return _configure(task, s, cluster).set_caching_options(False)
+
+    with dsl.If(decision.output == True, name="promoted"):  # noqa: E712
+        deployed = _configure(deploy(), s, cluster).set_caching_options(False)
+        select().after(deployed)
+    with dsl.Else(name="kept"):
+        select()
     return evaluated, decision

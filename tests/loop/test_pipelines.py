@@ -54,17 +54,19 @@ def test_turn_has_the_steps_and_the_promotion_condition(tmp_path):
     paths = compile_all(load(home=tmp_path / "home"), tmp_path / "out")
     spec, _ = _docs(paths["flywheel-turn"])
     tasks = spec["root"]["dag"]["tasks"]
-    for step in (
-        "export-labels",
-        "build-features",
-        "train",
-        "evaluate",
-        "register",
-        "select-for-labelling",
-    ):
+    for step in ("export-labels", "build-features", "train", "evaluate", "register"):
         assert step in tasks, step
-    condition = [t for t in tasks.values() if "triggerPolicy" in t]
-    assert condition and "promoted" in json.dumps(condition)
+    branches = spec["components"]["comp-condition-branches-1"]["dag"]["tasks"]
+    conditions = [t["triggerPolicy"]["condition"] for t in branches.values()]
+    assert conditions == [
+        "inputs.parameter_values['pipelinechannel--register-Output'] == true",
+        "!(inputs.parameter_values['pipelinechannel--register-Output'] == true)",
+    ]
+    promoted = spec["components"]["comp-condition-2"]["dag"]["tasks"]
+    assert set(promoted) == {"deploy", "select-for-labelling"}  # deploy only if promoted
+    assert promoted["select-for-labelling"]["dependentTasks"] == ["deploy"]
+    kept = spec["components"]["comp-condition-3"]["dag"]["tasks"]
+    assert set(kept) == {"select-for-labelling-2"}
     assert tasks["export-labels"]["cachingOptions"] == {}  # never cached
     assert tasks["build-features"]["cachingOptions"]["enableCache"] is True
 

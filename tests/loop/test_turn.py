@@ -63,6 +63,7 @@ def test_one_turn_end_to_end(loop):
         "evaluate",
         "register",
         "select_for_labelling",
+        "deploy",  # promoted: the deploy branch ran (no model server here: a no-op)
     ):
         assert step in report.steps
     # the uncertain items are queued first, with the champion's guess attached

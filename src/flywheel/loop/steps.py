@@ -136,12 +136,23 @@ def register(model_version: str, settings: Settings | None = None) -> dict:
     return out
 
 
+def current_champion(s: Settings) -> str:
+    """The version the `champion` alias points to."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=s.tracking_uri)
+    return str(client.get_model_version_by_alias(s.model_name, "champion").version)
+
+
 def deploy(
-    champion_version: str, settings: Settings | None = None, timeout_s: float = 120.0
+    champion_version: str | None = None,
+    settings: Settings | None = None,
+    timeout_s: float = 120.0,
 ) -> dict:
     """Dev box: tell the running predictor to reload and wait until it serves the version.
     Cluster: roll the InferenceService (canary) to the new champion."""
     s = _settings(settings)
+    champion_version = champion_version or current_champion(s)
     with timed(s, "deploy", model_version=champion_version) as rec:
         if s.mode == "cluster":
             from flywheel.loop.rollout import roll_out
@@ -224,13 +235,18 @@ def _score_in_process(s: Settings, version: str, item_ids: list[str]) -> np.ndar
 
 
 def select_for_labelling(
-    champion_version: str, k: int, strategy: str, settings: Settings | None = None, seed: int = 0
+    champion_version: str | None,
+    k: int,
+    strategy: str,
+    settings: Settings | None = None,
+    seed: int = 0,
 ) -> dict:
     """Score the unlabelled pool (holdout items excluded: they are labelled once, for
     evaluation) and queue the `k` most uncertain with the champion's guess attached."""
     from flywheel import labelling
 
     s = _settings(settings)
+    champion_version = champion_version or current_champion(s)
     with timed(s, "select_for_labelling", model_version=champion_version) as rec:
         pool = [i for i in labelling.unlabelled_items(s) if not is_holdout(i, s.holdout_fraction)]
         if not pool:

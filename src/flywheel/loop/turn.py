@@ -65,7 +65,8 @@ def _turn(settings: Settings, engine: str, params, k, strategy) -> TurnReport:
     else:
         out = _direct(settings, params, k, strategy)
     promoted = bool(out["promoted"])
-    version, champion = str(out["model_version"]), str(out["champion_version"])
+    version = str(out["model_version"])
+    champion = str(out.get("champion_version") or steps.current_champion(settings))
     champion_acc = (
         out["challenger_accuracy"] if promoted or champion == version else out["champion_accuracy"]
     )
