@@ -358,22 +358,7 @@ def _evaluate_only(fitted: Fitted, splits: Splits, run_id=None) -> TrainResult:
     if len(splits.holdout):
         pred = predict(fitted.module.model, splits.holdout.x)
         acc = float((pred == splits.holdout.y).float().mean())
-    return TrainResult(
-        run_id,
-        None,
-        None,
-        acc,
-        fitted.val_accuracy,
-        None,
-        len(splits.train),
-        len(splits.val),
-        len(splits.holdout),
-        splits.classes,
-        fitted.epochs,
-        fitted.samples_per_s,
-        fitted.seconds,
-        rank(),
-    )
+    return _result(fitted, splits, run_id, None, None, acc, None)
 
 
 def finalize(
@@ -427,6 +412,10 @@ def finalize(
         version = str(info.registered_model_version)
         set_alias(settings, "challenger", version)
     uri = f"models:/{settings.model_name}/{version}" if version else info.model_uri
+    return _result(fitted, splits, run_id, uri, version, acc, champion_acc)
+
+
+def _result(fitted: Fitted, splits: Splits, run_id, uri, version, acc, champion_acc):
     return TrainResult(
         run_id,
         uri,
