@@ -52,6 +52,8 @@ def register_model(settings) -> str:
     import torch
     from mlflow import MlflowClient
 
+    from flywheel.training.tracking import log_model
+
     torch.manual_seed(0)
     module = torch.nn.Sequential(
         torch.nn.Linear(64, 128), torch.nn.ReLU(), torch.nn.Linear(128, 10), torch.nn.Softmax(dim=1)
@@ -61,14 +63,7 @@ def register_model(settings) -> str:
     mlflow.set_experiment("bench-serving")
     example = np.random.default_rng(0).random((4, 64), dtype=np.float32)
     with mlflow.start_run():
-        info = mlflow.pytorch.log_model(
-            module,
-            name="model",
-            input_example=example,
-            pip_requirements=["torch==2.13.0"],
-            metadata={"classes": [str(d) for d in range(10)]},
-            registered_model_name=MODEL,
-        )
+        info = log_model(module, example, [str(d) for d in range(10)], {}, MODEL)
     version = str(info.registered_model_version)
     MlflowClient().set_registered_model_alias(MODEL, "champion", version)
     return version

@@ -38,20 +38,15 @@ def register(settings: Settings, seed: int, alias: str | None = "champion"):
     import mlflow
     from mlflow import MlflowClient
 
+    from flywheel.training.tracking import log_model
+
     module = tiny_model(seed)
     mlflow.set_tracking_uri(settings.tracking_uri)
     mlflow.set_registry_uri(settings.tracking_uri)
     mlflow.set_experiment("serving-tests")
     example = np.random.default_rng(seed).random((4, 64), dtype=np.float32)
     with mlflow.start_run():
-        info = mlflow.pytorch.log_model(
-            module,
-            name="model",
-            input_example=example,
-            pip_requirements=["torch==2.13.0"],
-            metadata={"classes": CLASSES},
-            registered_model_name=MODEL,
-        )
+        info = log_model(module, example, CLASSES, {}, MODEL)
     version = str(info.registered_model_version)
     if alias:
         MlflowClient().set_registered_model_alias(MODEL, alias, version)

@@ -303,16 +303,23 @@ def train(frame, settings, config: TrainConfig | None = None) -> TrainResult:
         with tracking.run(
             settings, f"train-{config.arch}", params(config, settings, splits), tags(config)
         ) as run_id:
-            fitted = fit(
-                splits,
-                config,
-                settings.image_size,
-                root_dir=_root(settings, config),
-                callbacks=[tracking.EpochMetrics(run_id, settings.tracking_uri)],
-            )
+            fitted = tracked_fit(splits, config, settings, run_id)
             return finalize(fitted, splits, settings, config, run_id)
     fitted = fit(splits, config, settings.image_size, root_dir=_root(settings, config))
     return _evaluate_only(fitted, splits, run_id)
+
+
+def tracked_fit(splits: Splits, config: TrainConfig, settings, run_id: str) -> Fitted:
+    """`fit` with per-epoch metrics logged to the MLflow run `run_id`."""
+    from flywheel.training import tracking
+
+    return fit(
+        splits,
+        config,
+        settings.image_size,
+        root_dir=_root(settings, config),
+        callbacks=[tracking.EpochMetrics(run_id, settings.tracking_uri)],
+    )
 
 
 def _root(settings, config: TrainConfig) -> str:

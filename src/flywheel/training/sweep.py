@@ -38,7 +38,7 @@ def run_sweep(
 
     from flywheel.training import tracking
     from flywheel.training.data import prepare
-    from flywheel.training.run import _config_for, _root, finalize, fit, params, tags
+    from flywheel.training.run import _config_for, finalize, params, tags, tracked_fit
 
     config = _config_for(settings, config or TrainConfig())
     splits = prepare(
@@ -82,13 +82,7 @@ def run_sweep(
                 tags(cfg),
                 nested=True,
             ) as run_id:
-                fitted = fit(
-                    splits,
-                    cfg,
-                    settings.image_size,
-                    root_dir=_root(settings, cfg),
-                    callbacks=[tracking.EpochMetrics(run_id, settings.tracking_uri)],
-                )
+                fitted = tracked_fit(splits, cfg, settings, run_id)
                 score = fitted.val_loss if fitted.val_loss is not None else float("inf")
                 mlflow.log_metrics(
                     {"best_val_loss": score, "val_accuracy_final": fitted.val_accuracy or 0.0}
