@@ -89,6 +89,17 @@ class Settings(BaseSettings):
         0.0, ge=0.0, le=1.0, description="Holdout accuracy a challenger must gain to win."
     )
     model_arch: str = Field("cnn", description="Classifier architecture by name.")
+    model_intended_use: str = Field(
+        "Suggesting labels for items of the collections it was trained on, for a person to "
+        "check in Label Studio; not for unattended cataloguing decisions.",
+        description="Intended use, as written in every model card.",
+    )
+    model_limitations: str = Field(
+        "Knows only the classes it was trained on and answers one of them for any image; "
+        "accuracy is measured on a fixed holdout of the same collections and may not hold "
+        "for new accessions, scanners or kinds of material (see the drift report).",
+        description="Limitations, as written in every model card.",
+    )
 
     # --- serving (KServe model servers) and the loop trigger -------------------------
     predictor_port: Port = Field(8085, ge=1, le=65535)

@@ -135,3 +135,40 @@ def test_trigger_action_runs_a_turn_and_skips_while_one_runs(loop):
     assert "already running" in (loop.log_dir / "loop.log").read_text()
     run_turn_now(loop, [1, 2, 3])
     assert len(versions(loop)) == before + 1
+
+
+def test_model_card_of_a_demo_turn(loop):
+    """The turn's registered version carries a model card with every section, its summary as
+    the version's description, the snapshot as the run's dataset input; the snapshot has its
+    dataset card."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    from flywheel.cards import DATASET_SECTIONS, MODEL_SECTIONS
+    from flywheel.registry import RegistryError
+
+    try:
+        first = versions(loop)[0]
+    except (RegistryError, IndexError):  # run alone: make the turn first
+        run_turn(loop, engine="direct")
+        first = versions(loop)[0]
+    client = MlflowClient(loop.tracking_uri)
+    card = mlflow.artifacts.load_text(f"runs:/{first.run_id}/model_card.md")
+    for section in MODEL_SECTIONS:
+        assert f"\n## {section}\n" in card, section
+    assert card.startswith(f"# Model card: {loop.model_name} version {first.version}")
+    assert "@" not in card  # annotators are counted, never named by e-mail
+    assert "annotator-" in card and "| digits |" in card  # annotators; the collection
+    assert "holdout items" in card and "true \\ predicted" in card
+    assert loop.model_intended_use in card and loop.model_limitations in card
+    mv = client.get_model_version(loop.model_name, first.version)
+    assert "holdout accuracy" in mv.description and "model_card.md" in mv.description
+    run = client.get_run(first.run_id)
+    [dataset_input] = run.inputs.dataset_inputs
+    snapshot_id = run.data.tags["snapshot_id"]
+    assert dataset_input.dataset.name == snapshot_id
+    dataset_card = (loop.snapshot_dir / f"{snapshot_id}.md").read_text()
+    for section in DATASET_SECTIONS:
+        assert f"\n## {section}\n" in dataset_card, section
+    logged = mlflow.artifacts.load_text(f"runs:/{first.run_id}/dataset_card.md")
+    assert logged.splitlines()[0] == dataset_card.splitlines()[0]

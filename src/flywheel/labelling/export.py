@@ -125,6 +125,9 @@ def export_labels(settings: Settings) -> Snapshot:
         tmp = path.with_suffix(".tmp.parquet")
         frame.to_parquet(tmp, index=False)
         tmp.replace(path)
+    from flywheel.cards import write_dataset_card
+
+    write_dataset_card(settings, frame)  # <snapshot_id>.md beside the parquet
     return Snapshot(snapshot_id, path, frame, stats)
 
 

@@ -15,7 +15,7 @@ while the trigger was down).
 
 Endpoints: `POST /webhook` (Label Studio's payload; a malformed body gets 422 with a JSON
 error and changes nothing), `POST /poll` (poll now), `GET /status` (counts and the last
-turns), `GET /health`.
+turns), `GET /health`, `GET /metrics` (Prometheus, flywheel.serving.metrics).
 
 Run it: `python -m flywheel.labelling.trigger` (the dev-box service and the Kubernetes
 container use the same command; everything comes from the settings).
@@ -262,6 +262,10 @@ def create_app(settings: Settings | None = None, action=None, poll: bool = True)
 
     app = FastAPI(title="flywheel trigger", lifespan=lifespan)
     app.state.trigger = trigger
+    from flywheel.serving.metrics import RequestMetrics, metrics_response
+
+    app.add_middleware(RequestMetrics, server="trigger")
+    app.add_api_route("/metrics", metrics_response, methods=["GET"])
 
     def bad(message: str, status: int = 422):
         return JSONResponse({"error": message}, status_code=status)

@@ -43,6 +43,7 @@ from kserve.errors import InvalidInput, ModelNotReady
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
 from flywheel.errors import FlywheelError
+from flywheel.serving import metrics
 from flywheel.settings import Settings, get_settings
 
 log = logging.getLogger("flywheel.serving.predictor")
@@ -217,6 +218,7 @@ class Predictor(kserve.Model):
             new = load_version(self.settings, version)
             self.loaded = new  # the swap: in-flight requests keep their own reference
             self.ready, self.not_ready_reason = True, None
+            metrics.served("predictor", self.name, version)
             log.info(
                 "serving %s version %s on %s (loaded in %.1f s)",
                 self.settings.model_name,
@@ -254,6 +256,7 @@ class Predictor(kserve.Model):
         if isinstance(payload, InferRequest):
             rows = self._v2_rows(payload, loaded, max_batch)
             probs = forward(loaded, rows)
+            metrics.predictions("predictor", loaded.version, probs, loaded.classes)
             return InferResponse(
                 response_id=payload.id or str(uuid.uuid4()),
                 model_name=self.name,
@@ -268,6 +271,7 @@ class Predictor(kserve.Model):
             raise InvalidInput('expected a JSON object {"instances": [[...], ...]}')
         rows = check_rows(payload["instances"], max_batch, loaded.n_features, "instances")
         probs = forward(loaded, rows)
+        metrics.predictions("predictor", loaded.version, probs, loaded.classes)
         return {
             "predictions": probs.tolist(),
             "classes": loaded.classes,

@@ -7,9 +7,10 @@ so old days can be archived or deleted whole. Each line is
      "model_version": "3", "probabilities": [0.01, ...], "latency_ms": 1.7, "source": "store"}
 
 `source` is `store` (features read from Feast by item id) or `image` (an inline image sent with
-the request; `item_id` is then the id the client gave, or null). One request's lines are
-written with one `write` on a file opened for appending, so concurrent writers (several server
-workers) never interleave within a request.
+the request; `item_id` is then the id the client gave, or null). Image rows also carry
+`features`, the representation the model saw, so drift monitoring can compare them.
+One request's lines are written with one `write` on a file opened for appending, so
+concurrent writers (several server workers) never interleave within a request.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ class Record:
     probabilities: list[float]
     latency_ms: float
     source: str = "store"
+    features: list[float] | None = None  # the representation, for inline images (drift)
 
 
 class PredictionLog:
@@ -67,12 +69,14 @@ def read_predictions(settings: Settings, since: datetime | None = None):
         settings: where the log is (`<home>/data/predictions`).
         since: keep only predictions at or after this time (aware datetime).
     Returns:
-        DataFrame with ts, item_id, model_version, probabilities (list), latency_ms, source;
+        DataFrame with ts, item_id, model_version, probabilities (list), latency_ms, source,
+        features (list for inline images, else None);
         empty (with those columns) when nothing was logged yet.
     """
     import pandas as pd
 
     columns = ["ts", "item_id", "model_version", "probabilities", "latency_ms", "source"]
+    columns.append("features")  # image rows only; None elsewhere
     rows = []
     for path in sorted(log_dir(settings).glob("predictions-*.jsonl")):
         if since is not None and path.stem[len("predictions-") :] < f"{since:%Y-%m-%d}":

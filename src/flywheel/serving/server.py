@@ -64,8 +64,9 @@ def _json_error(status: int, message: str):
     return JSONResponse(status_code=status, content={"error": message})
 
 
-def _rest_server_class(host: str):
-    """KServe's RESTServer, bound to `host`, with flywheel's error mapping added."""
+def _rest_server_class(host: str, name: str = "model"):
+    """KServe's RESTServer, bound to `host`, with flywheel's error mapping and request
+    metrics (flywheel.serving.metrics, labelled `server=name`) added."""
     from fastapi.exceptions import RequestValidationError
     from kserve.errors import ModelNotReady
     from kserve.protocol.rest.server import RESTServer
@@ -76,6 +77,12 @@ def _rest_server_class(host: str):
         def __init__(self, *args: Any, **kwargs: Any):
             super().__init__(*args, **kwargs)
             self.config.host = host
+
+        def _add_middlewares(self, app) -> None:
+            from flywheel.serving.metrics import RequestMetrics
+
+            super()._add_middlewares(app)
+            app.add_middleware(RequestMetrics, server=name)
 
         def _add_exception_handlers(self, app) -> None:
             super()._add_exception_handlers(app)
@@ -128,7 +135,7 @@ def serve(
     import kserve.model_server as model_server
 
     local = settings.mode == "local"
-    model_server.RESTServer = _rest_server_class(bind_host(settings))
+    model_server.RESTServer = _rest_server_class(bind_host(settings), type(model).__name__.lower())
     server = model_server.ModelServer(
         http_port=http_port(settings, args, local_port),
         grpc_port=args.grpc_port,

@@ -44,6 +44,7 @@ from kserve.errors import InferenceError, InvalidInput, ModelNotReady
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
 from flywheel.errors import InputError
+from flywheel.serving import metrics
 from flywheel.serving.predlog import PredictionLog, Record, log_dir
 from flywheel.settings import Settings, get_settings
 
@@ -173,7 +174,10 @@ class Transformer(kserve.Model):
         id_pos = [n for n, e in enumerate(entries) if e[0] == "id"]
         if id_pos:
             try:
-                found = features.online_features([entries[n][1] for n in id_pos], self.settings)
+                with metrics.feature_lookup("feast"):
+                    found = features.online_features(
+                        [entries[n][1] for n in id_pos], self.settings
+                    )
             except features.UnknownItemsError as exc:
                 raise InvalidInput(str(exc)) from None
             for n, row in zip(id_pos, found, strict=True):
@@ -264,6 +268,7 @@ class Transformer(kserve.Model):
         try:
             self.log.write(records)
         except OSError as exc:
+            metrics.PREDLOG_WRITE_ERRORS.inc()
             if not self._log_failed:
                 log.error("cannot write the prediction log under %s: %s", self.log.folder, exc)
             self._log_failed = True
@@ -272,9 +277,20 @@ class Transformer(kserve.Model):
     async def postprocess(self, result: Result, headers=None, response_headers=None):
         batch, probs = result.batch, result.probabilities
         latency_ms = (time.perf_counter() - batch.started) * 1000
+        metrics.served("transformer", self.name, result.model_version)
+        metrics.predictions("transformer", result.model_version, probs, result.classes)
         self._log(
-            Record(i, result.model_version, p, round(latency_ms, 3), s)
-            for i, p, s in zip(batch.item_ids, probs.tolist(), batch.sources, strict=True)
+            Record(
+                i,
+                result.model_version,
+                p,
+                round(latency_ms, 3),
+                s,
+                batch.rows[n].tolist() if s == "image" else None,
+            )
+            for n, (i, p, s) in enumerate(
+                zip(batch.item_ids, probs.tolist(), batch.sources, strict=True)
+            )
         )
         best = probs.argmax(axis=1)
         labels = [result.classes[b] if b < len(result.classes) else str(b) for b in best]

@@ -418,6 +418,7 @@ def finalize(
 
         version = str(info.registered_model_version)
         set_alias(settings, "challenger", version)
+    tracking.log_cards(settings, config, splits, pred.numpy(), fitted, run_id, version)
     uri = f"models:/{settings.model_name}/{version}" if version else info.model_uri
     return _result(fitted, splits, run_id, uri, version, acc, champion_acc)
 

@@ -5,7 +5,9 @@ snapshot id, feature service, git commit), per-epoch metrics (`EpochMetrics` cal
 system metrics (mlflow's sampler, 1 s), holdout accuracy and the champion's accuracy on
 the same holdout, a confusion-matrix PNG, and the model (`Probabilities`, pt2 format with
 a signature, an input example, explicit pip requirements and the class names as metadata),
-registered under `settings.model_name` with the alias `challenger`.
+registered under `settings.model_name` with the alias `challenger`; then the label
+snapshot as the run's dataset input, `dataset_card.md` and `model_card.md` (flywheel.cards)
+and the card's summary as the version's description (`log_cards`).
 
 `check_tracking` asks the server's /health first, so a tracking server that is down stops a
 run before any training starts.
@@ -204,3 +206,67 @@ def champion_accuracy(settings, x, y, classes: list[str]) -> tuple[float | None,
     with torch.no_grad():
         pred = model(x).argmax(dim=1)
     return float((pred == y).float().mean()), version.version
+
+
+def snapshot_for_card(settings, splits, snapshot_id: str | None):
+    """The label snapshot behind a run: its parquet when this machine has it, else the
+    labelled items of the splits (no annotators or dates then)."""
+    import pandas as pd
+
+    path = settings.snapshot_dir / f"{snapshot_id}.parquet" if snapshot_id else None
+    if path is not None and path.exists():
+        return pd.read_parquet(path), str(path)
+    rows = [
+        (i, splits.classes[int(y)])
+        for part in (splits.train, splits.val, splits.holdout)
+        for i, y in zip(part.item_ids, part.y.tolist(), strict=True)
+    ]
+    frame = pd.DataFrame(rows, columns=["item_id", "label"])
+    frame["annotator"] = "unknown"
+    frame["annotated_at"] = pd.NaT
+    frame["snapshot_id"] = snapshot_id or "none"
+    return frame, f"snapshot:{snapshot_id or 'none'}"
+
+
+def log_cards(settings, config, splits, pred, fitted, run_id: str, version: str | None) -> str:
+    """In the active run: the snapshot as a dataset input, the dataset and model cards as
+    artifacts, and the card's summary as the registered version's description."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    from flywheel import cards
+
+    snapshot, source = snapshot_for_card(settings, splits, config.snapshot_id)
+    catalogue = cards.read_catalogue_or_none(settings)
+    columns = [c for c in ("item_id", "label", "annotator", "annotated_at") if c in snapshot]
+    dataset = mlflow.data.from_pandas(
+        snapshot[columns], source=source, targets="label", name=config.snapshot_id or "none"
+    )
+    mlflow.log_input(dataset, context="training")
+    mlflow.log_text(cards.dataset_card(snapshot, catalogue, splits.classes), "dataset_card.md")
+    facts = cards.ModelFacts(
+        model_name=settings.model_name,
+        version=version,
+        run_id=run_id,
+        classes=splits.classes,
+        representation=f"{settings.representation} ({settings.image_size}x{settings.image_size}"
+        f", feature service {config.feature_service})",
+        architecture=str(getattr(config, "backbone", None) or config.arch),
+        training_mode=str(getattr(config, "training_mode", None) or "trained from scratch"),
+        hardware=f"{cards.hardware()}, accelerator {fitted.accelerator}",
+        precision=fitted.precision,
+        world_size=fitted.world_size,
+        intended_use=settings.model_intended_use,
+        limitations=settings.model_limitations,
+        extra={"epochs": fitted.epochs, "git commit": git_commit()},
+    )
+    hold = splits.holdout
+    card = cards.model_card(
+        facts, snapshot, hold.item_ids, hold.y.numpy(), np.asarray(pred), catalogue
+    )
+    mlflow.log_text(card, "model_card.md")
+    if version:
+        summary = card.split("## Summary\n\n", 1)[1].split("\n\n## ", 1)[0]
+        client = MlflowClient(settings.tracking_uri)
+        client.update_model_version(settings.model_name, version, description=summary)
+    return card
