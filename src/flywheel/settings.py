@@ -127,6 +127,26 @@ class Settings(BaseSettings):
         '"effect": "NoSchedule"}].',
     )
 
+    # --- monitoring, drift, notifications, approval (flywheel.monitoring) -----------------------
+    drift_window_h: float = Field(24.0, gt=0, description="Hours of served predictions checked.")
+    drift_alpha: float = Field(0.05, gt=0, lt=1, description="Drift test significance level.")
+    drift_min_items: int = Field(30, ge=2, description="Fewest served items a check needs.")
+    drift_max_items: int = Field(2000, ge=2, description="Newest served items a check uses.")
+    drift_review_max: int = Field(20, ge=0, description="Drifted items tagged per check.")
+    drift_schedule: str = Field("0 3 * * *", description="Cron of the cluster drift pipeline.")
+    notify_webhooks: list[str] = Field(
+        default_factory=list, description="Webhook URLs (Slack-compatible JSON), as JSON list."
+    )
+    notify_events: list[str] = Field(
+        default=["turn_done", "turn_failed", "promotion", "drift_found", "approval_awaited"],
+        description="Events that are sent to the webhooks.",
+    )
+    notify_retries: int = Field(3, ge=0, le=10, description="Retries per webhook delivery.")
+    notify_timeout_s: float = Field(5.0, gt=0, description="Timeout of one webhook post.")
+    promotion: Literal["auto", "approve"] = Field(
+        "auto", description="auto: a winning challenger is promoted; approve: it waits."
+    )
+
     # --- cluster side (offline checks) ---------------------------------------------------------
     crds_dir: Path = Field(
         Path("../shared/crds"), description="Upstream CRDs used to validate custom resources."
