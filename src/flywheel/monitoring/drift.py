@@ -6,11 +6,12 @@ Three tests, each a p-value; drift is found when any is below `alpha / 3` (Bonfe
 the three, so a batch from the training distribution raises no alarm more often than
 `alpha` in all):
 
-| what | test | reference | current |
-|---|---|---|---|
-| representation | MMD, RBF kernel (median-distance bandwidth), permutation p-value | the champion's training items | served items |
-| confidence | two-sample Kolmogorov-Smirnov on the top probability | the champion on its snapshot's holdout items (never trained on) | the champion on the served items |
-| class mix | chi-square on predicted-class counts | the champion on the training items | the champion on the served items |
+- representation: MMD with an RBF kernel (median-distance bandwidth) and a permutation
+  p-value; the champion's training items against the served items;
+- confidence: two-sample Kolmogorov-Smirnov on the top probability; the champion on its
+  snapshot's holdout items (never trained on) against the champion on the served items;
+- class mix: chi-square on predicted-class counts; the champion on the training items
+  against the champion on the served items.
 
 MMD: with labels a_i = 1/n_x for reference rows and -1/n_y for current rows, the (biased)
 squared MMD is a^T K a; a permutation shuffles the labels. The witness of a current row,
