@@ -109,6 +109,8 @@ GROUPS = [
     ("flywheel.deploy.cli", "deploy", "deploy"),
     ("flywheel.deploy.cli", "undeploy", "undeploy"),
     ("flywheel.deploy.cli", "crds_app", "crds"),
+    ("flywheel.monitoring.cli", "app", "monitor"),
+    ("flywheel.monitoring.cli", "report", "report"),
 ]
 
 for _module, _attr, _name in GROUPS:

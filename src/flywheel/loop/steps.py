@@ -126,6 +126,10 @@ def register(model_version: str, settings: Settings | None = None) -> dict:
     s = _settings(settings)
     with timed(s, "register", model_version=model_version) as rec:
         decision = promote(s, model_version)
+        if decision.promoted:
+            from flywheel.monitoring.notify import notify
+
+            notify(s, "promotion", f"v{model_version} is champion ({decision.reason})")
         out = {
             "promoted": decision.promoted,
             "champion_version": str(decision.champion_version),

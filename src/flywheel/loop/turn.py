@@ -50,8 +50,24 @@ def run_turn(
     wait: bool = True,
 ) -> TurnReport:
     """One turn; one at a time (`wait=False`: raise lock.Busy if a turn is running)."""
+    from flywheel.monitoring.notify import notify
+
     with loop_lock(settings, wait=wait):
-        return _turn(settings, engine, params, k, strategy)
+        try:
+            report = _turn(settings, engine, params, k, strategy)
+        except Exception as exc:
+            notify(settings, "turn_failed", f"{type(exc).__name__}: {exc}"[:500])
+            raise
+    notify(
+        settings,
+        "turn_done",
+        f"{report.n_labels} labels, v{report.model_version} "
+        f"({'promoted' if report.promoted else 'not promoted'}), champion "
+        f"v{report.champion_version} at {report.champion_accuracy:.3f}, "
+        f"{len(report.selected)} items queued",
+        champion_version=report.champion_version,
+    )
+    return report
 
 
 def _turn(settings: Settings, engine: str, params, k, strategy) -> TurnReport:

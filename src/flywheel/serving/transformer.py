@@ -175,9 +175,7 @@ class Transformer(kserve.Model):
         if id_pos:
             try:
                 with metrics.feature_lookup("feast"):
-                    found = features.online_features(
-                        [entries[n][1] for n in id_pos], self.settings
-                    )
+                    found = features.online_features([entries[n][1] for n in id_pos], self.settings)
             except features.UnknownItemsError as exc:
                 raise InvalidInput(str(exc)) from None
             for n, row in zip(id_pos, found, strict=True):
