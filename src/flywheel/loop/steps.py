@@ -124,6 +124,13 @@ def register(model_version: str, settings: Settings | None = None) -> dict:
     from flywheel.registry import promote
 
     s = _settings(settings)
+    if s.promotion == "approve":  # the winner waits for `flywheel registry approve`
+        from flywheel.registry.approval import gate
+
+        with timed(s, "register", model_version=model_version) as rec:
+            out = gate(s, model_version)
+            rec.update(out)
+        return out
     with timed(s, "register", model_version=model_version) as rec:
         decision = promote(s, model_version)
         if decision.promoted:

@@ -75,7 +75,8 @@ def _champion(settings: Settings):
     return str(mv.version), snapshot_id
 
 
-def _score(settings: Settings, version: str, rows: np.ndarray) -> np.ndarray:
+def score_version(settings: Settings, version: str, rows: np.ndarray) -> np.ndarray:
+    """Class probabilities [n, k] of model `version` for rows [n, d], in this process."""
     import mlflow.pytorch
     import torch
 
@@ -145,8 +146,8 @@ def check_drift(
             "the window (--hours)"
         )
     classes = list(settings.label_classes)
-    ref_probs = _score(settings, version, reference)
-    cur_probs = _score(settings, version, current)
+    ref_probs = score_version(settings, version, reference)
+    cur_probs = score_version(settings, version, current)
     holdout = np.array([is_holdout(i, settings.holdout_fraction) for i in ref_ids])
     ref_conf = ref_probs[holdout].max(1) if holdout.sum() >= 5 else ref_probs.max(1)
 

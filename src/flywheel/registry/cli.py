@@ -1,4 +1,4 @@
-"""`flywheel registry ...`: show versions and aliases, promote, roll back."""
+"""`flywheel registry ...`: show versions and aliases, promote, roll back, approve, reject."""
 
 from __future__ import annotations
 
@@ -52,3 +52,40 @@ def rollback() -> None:
 
     d = do_rollback(get_settings())
     console.print(f"rolled back: {d.reason}")
+
+
+@app.command()
+def approve(
+    version: Annotated[str, typer.Argument(help="a version awaiting approval")],
+    by: Annotated[str | None, typer.Option(help="who decides (default: login name)")] = None,
+) -> None:
+    """Promote a challenger that waits for approval (FLYWHEEL_PROMOTION=approve)."""
+    from flywheel.registry.approval import approve as do_approve
+    from flywheel.registry.approval import who
+
+    d = do_approve(get_settings(), version, by)
+    console.print(
+        f"approved by {who(by)}: {d.action} v{version}; champion is v{d.champion_version}"
+    )
+
+
+@app.command()
+def reject(
+    version: Annotated[str, typer.Argument(help="a version awaiting approval")],
+    by: Annotated[str | None, typer.Option(help="who decides (default: login name)")] = None,
+    reason: Annotated[str, typer.Option(help="why, kept on the version")] = "",
+) -> None:
+    """Turn down a challenger that waits for approval; the champion stays."""
+    from flywheel.registry.approval import reject as do_reject
+    from flywheel.registry.approval import who
+
+    do_reject(get_settings(), version, by, reason)
+    console.print(f"rejected by {who(by)}: v{version}")
+
+
+@app.command()
+def pending() -> None:
+    """Versions awaiting approval."""
+    from flywheel.registry.approval import pending as waiting
+
+    console.print(", ".join(waiting(get_settings())) or "none")
