@@ -36,6 +36,10 @@ def compile_all(settings: Settings, out_dir: Path) -> dict[str, Path]:
         path = out_dir / f"{name}.yaml"
         compiler.Compiler().compile(func, package_path=str(path))
         paths[name] = path
+    from pipelines.drift import build_drift  # the scheduled drift check
+
+    paths["flywheel-drift"] = out_dir / "flywheel-drift.yaml"
+    compiler.Compiler().compile(build_drift(settings, cluster=True), str(paths["flywheel-drift"]))
     return paths
 
 
@@ -105,12 +109,16 @@ def _run_logged(settings, func_name, root, cache, params, k, strategy) -> dict:
         raise_on_error=True,
     )
     turn, sweep = build(settings, cluster=False)
-    func = {"turn": turn, "sweep": sweep}[func_name]
+    func = {"turn": turn, "sweep": sweep}.get(func_name)
     kwargs = {
         "labels_per_turn": settings.labels_per_turn if k is None else k,
         "strategy": strategy or settings.acquisition,
     }
-    if params and func_name == "turn":
+    if func_name == "drift":
+        from pipelines.drift import build_drift
+
+        func, kwargs = build_drift(settings, cluster=False), {}
+    elif params and func_name == "turn":
         kwargs["params_json"] = json.dumps(params)
     elif params:
         kwargs["trials"] = [json.dumps(p) for p in params]

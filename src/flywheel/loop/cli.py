@@ -86,7 +86,7 @@ def compile_(
 
 @app.command()
 def submit(
-    pipeline: Annotated[str, typer.Option(help="turn or sweep")] = "turn",
+    pipeline: Annotated[str, typer.Option(help="turn, sweep or drift")] = "turn",
     schedule: Annotated[str | None, typer.Option(help="Cron: a recurring run.")] = None,
     upload_only: Annotated[bool, typer.Option(help="Only upload the pipelines.")] = False,
 ) -> None:

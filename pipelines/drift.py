@@ -1,0 +1,22 @@
+"""`flywheel-drift`: one drift check as its own small pipeline (scheduled on the cluster with
+`flywheel loop submit --pipeline drift --schedule "$FLYWHEEL_DRIFT_SCHEDULE"`).
+
+    monitor_drift (never cached: the prediction log and the champion change)
+"""
+
+from kfp import dsl
+
+from components.monitor_drift import monitor_drift
+from flywheel.settings import Settings, get_settings
+from pipelines.flywheel import _configure
+
+
+def build_drift(settings: Settings | None = None, cluster: bool = False):
+    s = settings or get_settings()
+
+    @dsl.pipeline(name="flywheel-drift", description="Drift of served inputs vs training set.")
+    def flywheel_drift(hours: float = 0.0):
+        task = _configure(monitor_drift(hours=hours), s, cluster).set_caching_options(False)
+        task.set_display_name("monitor-drift")
+
+    return flywheel_drift
