@@ -4,6 +4,8 @@
     monitor_drift (never cached: the prediction log and the champion change)
 """
 
+from pathlib import Path
+
 from kfp import dsl
 
 from components.monitor_drift import monitor_drift
@@ -20,3 +22,13 @@ def build_drift(settings: Settings | None = None, cluster: bool = False):
         task.set_display_name("monitor-drift")
 
     return flywheel_drift
+
+
+def compile_drift(settings: Settings, out_dir: Path) -> Path:
+    """IR YAML of the drift pipeline for the cluster (`flywheel loop submit --pipeline drift`)."""
+    from kfp import compiler
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "flywheel-drift.yaml"
+    compiler.Compiler().compile(build_drift(settings, cluster=True), package_path=str(path))
+    return path

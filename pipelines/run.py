@@ -36,10 +36,6 @@ def compile_all(settings: Settings, out_dir: Path) -> dict[str, Path]:
         path = out_dir / f"{name}.yaml"
         compiler.Compiler().compile(func, package_path=str(path))
         paths[name] = path
-    from pipelines.drift import build_drift  # the scheduled drift check
-
-    paths["flywheel-drift"] = out_dir / "flywheel-drift.yaml"
-    compiler.Compiler().compile(build_drift(settings, cluster=True), str(paths["flywheel-drift"]))
     return paths
 
 
@@ -143,6 +139,10 @@ def submit(
     if not settings.kfp_host:
         raise FlywheelError("no Kubeflow Pipelines endpoint: set FLYWHEEL_KFP_HOST")
     paths = compile_all(settings, out_dir)
+    if pipeline == "drift":  # its own small pipeline, scheduled apart from the turns
+        from pipelines.drift import compile_drift
+
+        paths["flywheel-drift"] = compile_drift(settings, out_dir)
     name = f"flywheel-{pipeline}"
     client = kfp.Client(host=settings.kfp_host)
     if upload_only:
