@@ -5,6 +5,7 @@
 """
 
 from pathlib import Path
+from typing import NamedTuple
 
 from kfp import dsl
 
@@ -13,13 +14,19 @@ from flywheel.settings import Settings, get_settings
 from pipelines.flywheel import _configure
 
 
+class DriftOutputs(NamedTuple):
+    drift_found: bool
+    tagged: int
+
+
 def build_drift(settings: Settings | None = None, cluster: bool = False):
     s = settings or get_settings()
 
     @dsl.pipeline(name="flywheel-drift", description="Drift of served inputs vs training set.")
-    def flywheel_drift(hours: float = 0.0):
+    def flywheel_drift(hours: float = 0.0) -> DriftOutputs:
         task = _configure(monitor_drift(hours=hours), s, cluster).set_caching_options(False)
         task.set_display_name("monitor-drift")
+        return DriftOutputs(drift_found=task.outputs["drift_found"], tagged=task.outputs["tagged"])
 
     return flywheel_drift
 

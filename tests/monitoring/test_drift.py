@@ -15,45 +15,21 @@ from datetime import UTC, datetime
 
 import numpy as np
 import pytest
-from pydantic import SecretStr
 
-from flywheel.labelling import DemoAnnotator, init_demo
 from flywheel.loop import steps
 from flywheel.serving.predlog import PredictionLog, Record, log_dir
-from flywheel.splits import is_holdout
-
-N_ITEMS, N_LABELLED = 360, 200
+from tests.monitoring.conftest import N_LABELLED, train_version
 
 
 @pytest.fixture(scope="module")
-def champion(stack):
-    settings = stack.model_copy(
-        update={
-            "home": stack.data_dir / "drift-home",
-            "label_studio_project": "drift-test",
-            "label_studio_token": SecretStr(stack.ls_token),
-            "model_name": "drift-model",
-            "mlflow_experiment": "drift-test",
-            "drift_review_max": 15,
-        }
+def champion(demo):
+    """A champion trained on the demo's snapshot, under a model name of its own."""
+    settings = demo.settings.model_copy(
+        update={"model_name": "drift-model", "drift_review_max": 15}
     )
-    init_demo(settings, limit=N_ITEMS)
-    # A random half is labelled, the rest held back: the demo digits come in blocks by
-    # writer, so the first items against the next ones would be a real shift.
-    items = [f"digits-{i:04d}" for i in range(N_ITEMS)]
-    items = [items[i] for i in np.random.default_rng(0).permutation(N_ITEMS)]
-    DemoAnnotator(settings).label(items[:N_LABELLED])
-    snap = steps.export_labels(settings=settings)
-    path = str(settings.home / "training_set.parquet")
-    steps.build_features(snap["snapshot_id"], path, settings=settings)
-    trained = steps.train(
-        path, snap["snapshot_id"], {"max_epochs": 8, "cpu_threads": 1}, settings=settings
-    )
-    assert steps.register(trained["model_version"], settings=settings)["promoted"]
-    held_back = sorted(
-        i for i in items[N_LABELLED:] if not is_holdout(i, settings.holdout_fraction)
-    )
-    return settings, trained["model_version"], held_back
+    version = train_version(demo, settings)
+    assert steps.register(version, settings=settings)["promoted"]
+    return settings, version, demo.held_back
 
 
 def _serve(settings, version, rows):
@@ -134,3 +110,16 @@ def test_mmd_finds_a_shift_and_not_a_resample():
     assert mmd_test(a, b).p_value > 0.05
     shifted = mmd_test(a, b + 0.5)
     assert shifted.p_value < 0.01 and shifted.witness.shape == (120,)
+
+
+def test_drift_pipeline_runs_locally(champion):
+    """The drift pipeline (kfp.local) over the whole window: both batches, drift found."""
+    import json
+
+    from pipelines.run import run_local
+
+    settings, _, held_back = champion
+    outputs = run_local(settings, "drift", cache=False)
+    assert outputs["drift_found"] is True
+    latest = json.loads((settings.data_dir / "monitoring" / "latest.json").read_text())
+    assert latest["drift_found"] and latest["n_current"] == 2 * len(held_back)
