@@ -41,9 +41,17 @@ Names = Annotated[list[str] | None, typer.Argument(help="Services (default: all)
 
 
 @app.command()
-def up(names: Names = None) -> None:
+def up(
+    names: Names = None,
+    with_: Annotated[
+        list[str] | None,
+        typer.Option("--with", help="Optional services to add (monitoring)."),
+    ] = None,
+) -> None:
     """Start the local services that are not running and wait until each answers."""
     settings = get_settings()
+    if with_:  # the named (default: all) services plus the optional ones asked for
+        names = [s.name for s in services.select(settings, names or [])] + with_
     started = time.monotonic()
     with console.status("starting services...") as spinner:
 

@@ -42,6 +42,7 @@ class Service:
     ui_path: str = "/"
     description: str = ""
     prepare: Callable[[], None] | None = None  # run before each start (dirs, config files)
+    optional: bool = False  # started only when named (`flywheel up --with NAME`)
 
     def url(self, settings: Settings) -> str:
         return settings.url(self.port)
@@ -161,6 +162,7 @@ PLUGINS: list[str] = [
     "flywheel.features.service",
     "flywheel.labelling.service",
     "flywheel.serving.service",
+    "flywheel.monitoring.service",
 ]
 
 
@@ -168,7 +170,7 @@ def select(settings: Settings, names: Iterable[str] = ()) -> list[Service]:
     services = all_services(settings)
     names = list(names)
     if not names:
-        return services
+        return [s for s in services if not s.optional]
     known = {s.name: s for s in services}
     unknown = [n for n in names if n not in known]
     if unknown:

@@ -143,6 +143,9 @@ class Settings(BaseSettings):
     )
     notify_retries: int = Field(3, ge=0, le=10, description="Retries per webhook delivery.")
     notify_timeout_s: float = Field(5.0, gt=0, description="Timeout of one webhook post.")
+    prometheus_port: Port = Field(9090, ge=1, le=65535)
+    prometheus_bin: Path = Field(Path("/usr/bin/prometheus"), description="Prometheus server.")
+    prometheus_scrape_s: float = Field(15.0, gt=0, description="Dev-box scrape interval.")
     promotion: Literal["auto", "approve"] = Field(
         "auto", description="auto: a winning challenger is promoted; approve: it waits."
     )
