@@ -147,3 +147,61 @@ def test_trigger_metrics(settings):
         )
         >= 1
     )
+
+
+def test_dev_box_prometheus_scrapes_and_the_dashboard_queries_work(serving, tmp_path):
+    """`flywheel up --with monitoring` in a home of its own, scraping the serving servers:
+    the served version arrives in Prometheus and every query of the chart's Grafana
+    dashboard evaluates there."""
+    import json
+    import time
+
+    from flywheel import services
+    from tests.conftest import ROOT, free_port, make_settings
+
+    s = serving.settings
+    mon = make_settings(
+        tmp_path / "home",
+        predictor_port=s.predictor_port,
+        transformer_port=s.transformer_port,
+        prometheus_port=free_port(),
+        prometheus_scrape_s=1,
+    )
+    assert [svc.name for svc in services.select(mon)].count("monitoring") == 0  # optional
+    api = f"{mon.url(mon.prometheus_port)}/api/v1/query"
+    try:
+        services.up(mon, ["monitoring"])
+        config = json.loads((mon.run_dir / "prometheus.yml").read_text().split("\n", 1)[1])
+        assert [j["job_name"] for j in config["scrape_configs"]] == [
+            "predictor",
+            "transformer",
+            "trigger",
+        ]
+        deadline = time.monotonic() + 90
+        while True:  # traffic while Prometheus scrapes every second
+            httpx.post(
+                f"{serving.transformer}/v1/models/{MODEL}:predict",
+                json={"instances": serving.items[:4]},
+                timeout=30,
+            )
+            q = httpx.get(api, params={"query": "flywheel_served_model_version"}).json()
+            ready = httpx.get(
+                api, params={"query": "sum(rate(flywheel_http_requests_total[1m]))"}
+            ).json()
+            values = {r["metric"]["server"]: r["value"][1] for r in q["data"]["result"]}
+            rate = ready["data"]["result"]
+            if values.get("predictor") == serving.version and rate and float(rate[0]["value"][1]):
+                break
+            assert time.monotonic() < deadline, (q, ready)
+            time.sleep(1)
+        dashboard = json.loads(
+            (ROOT / "charts" / "flywheel" / "files" / "grafana-dashboard.json").read_text()
+        )
+        for panel in dashboard["panels"]:
+            for target in panel["targets"]:
+                answer = httpx.get(api, params={"query": target["expr"]}).json()
+                assert answer["status"] == "success", (panel["title"], answer)
+                if "write errors" not in panel["title"] and "Errors" not in panel["title"]:
+                    assert answer["data"]["result"], panel["title"]  # data, not just valid
+    finally:
+        services.down(mon)
