@@ -205,3 +205,24 @@ def test_dev_box_prometheus_scrapes_and_the_dashboard_queries_work(serving, tmp_
                     assert answer["data"]["result"], panel["title"]  # data, not just valid
     finally:
         services.down(mon)
+
+
+def test_prediction_log_keeps_the_representation_of_inline_images(serving):
+    """Drift monitoring compares what the model saw: inline-image rows carry it."""
+    import numpy as np
+
+    from flywheel.serving.predlog import read_predictions
+
+    item = serving.items[5]
+    image = base64.b64encode(Path(serving.image_paths[item]).read_bytes()).decode()
+    resp = httpx.post(
+        f"{serving.transformer}/v1/models/{MODEL}:predict",
+        json={"instances": [item, {"image": image, "item_id": "inline-probe"}]},
+    )
+    assert resp.status_code == 200, resp.text
+    frame = read_predictions(serving.settings)
+    [row] = frame[frame["item_id"] == "inline-probe"].to_dict(orient="records")
+    assert row["source"] == "image"
+    np.testing.assert_allclose(row["features"], serving.rows[item], atol=1e-6)
+    stored = frame[(frame["item_id"] == item) & (frame["source"] == "store")]
+    assert stored["features"].isna().all()

@@ -228,9 +228,24 @@ def snapshot_for_card(settings, splits, snapshot_id: str | None):
     return frame, f"snapshot:{snapshot_id or 'none'}"
 
 
-def log_cards(settings, config, splits, pred, fitted, run_id: str, version: str | None) -> str:
+def log_cards(settings, config, splits, pred, fitted, run_id: str, version: str | None):
     """In the active run: the snapshot as a dataset input, the dataset and model cards as
-    artifacts, and the card's summary as the registered version's description."""
+    artifacts, and the card's summary as the registered version's description. The model
+    is registered already: a card that cannot be written is logged (tag
+    `model_card_error`) and does not fail the run."""
+    import logging
+
+    import mlflow
+
+    try:
+        return _log_cards(settings, config, splits, pred, fitted, run_id, version)
+    except Exception as exc:  # noqa: BLE001 - governance must not lose a trained model
+        logging.getLogger("flywheel.training").exception("writing the model card failed")
+        mlflow.set_tag("model_card_error", f"{type(exc).__name__}: {exc}"[:500])
+        return None
+
+
+def _log_cards(settings, config, splits, pred, fitted, run_id: str, version: str | None) -> str:
     import mlflow
     from mlflow import MlflowClient
 
