@@ -109,7 +109,13 @@ def _current(settings: Settings, since: datetime):
     vectors: list[np.ndarray | None] = [None] * len(log)
     store = [n for n in range(len(log)) if log.at[n, "source"] == "store"]
     if store:
-        found = features.online_features([log.at[n, "item_id"] for n in store], settings)
+        ids = [log.at[n, "item_id"] for n in store]
+        try:
+            found = features.online_features(ids, settings)
+        except features.UnknownItemsError as exc:  # items gone from the store since: skip
+            gone = set(exc.item_ids)
+            store = [n for n, i in zip(store, ids, strict=True) if i not in gone]
+            found = features.online_features([log.at[n, "item_id"] for n in store], settings)
         for n, row in zip(store, found, strict=True):
             vectors[n] = row
     for n in range(len(log)):
