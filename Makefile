@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 DRY_RUN ?=
 
 .PHONY: help setup up down status logs demo test test-fast lint format pipelines bench \
-        deploy undeploy crds clean
+        deploy undeploy crds clean drift report
 
 help: ## show this menu
 	@awk 'BEGIN {FS = ":.*## "; printf "flywheel: make <target>\n\n"} \
@@ -54,6 +54,12 @@ demo: setup ## set up, start the services and turn the flywheel on the demo data
 
 pipelines: setup ## compile the Kubeflow pipelines to IR YAML under build/pipelines
 	$(BIN)/flywheel loop compile
+
+drift: setup ## compare recent served inputs with the champion's training set (HTML report)
+	$(BIN)/flywheel monitor drift
+
+report: setup ## write the loop-health page (.flywheel/data/report.html)
+	$(BIN)/flywheel report
 
 bench: setup ## run the benchmarks in bench/ (ratios against a same-run baseline)
 	@for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
