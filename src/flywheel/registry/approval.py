@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import getpass
 import json
+import logging
 import os
 from datetime import UTC, datetime
 
@@ -31,6 +32,8 @@ import numpy as np
 
 from flywheel.registry.promotion import Decision, RegistryError, promote, versions
 from flywheel.settings import Settings
+
+log = logging.getLogger("flywheel.registry.approval")
 
 FLIP_FIELD = "flip_review"
 FLIP_VIEW = "flip review"
@@ -142,7 +145,15 @@ def gate(settings: Settings, version: str) -> dict:
             "action": d.action,
             "reason": d.reason,
         }
-    frame, n_items = flips(settings, champion, version)
+    try:
+        frame, n_items = flips(settings, champion, version)
+    except Exception as exc:  # noqa: BLE001 - the gate still holds; the person is told why
+        import pandas as pd
+
+        log.warning("no flip report for v%s: %s", version, exc)
+        frame = pd.DataFrame(columns=["item_id", "collection", "champion", "challenger"])
+        frame["confidence"], n_items = [], 0
+        reason = f"{reason}; no flip report ({type(exc).__name__}: {exc})"
     mv = client.get_model_version(settings.model_name, version)
     summary = {
         "champion": champion,
