@@ -8,6 +8,7 @@ import threading
 from pathlib import Path
 
 import httpx
+import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -149,6 +150,9 @@ def test_trigger_metrics(settings):
     )
 
 
+@pytest.mark.skipif(
+    not Path("/usr/bin/prometheus").exists(), reason="needs Debian's prometheus (apt-get install)"
+)
 def test_dev_box_prometheus_scrapes_and_the_dashboard_queries_work(serving, tmp_path):
     """`flywheel up --with monitoring` in a home of its own, scraping the serving servers:
     the served version arrives in Prometheus and every query of the chart's Grafana
