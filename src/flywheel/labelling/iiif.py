@@ -164,7 +164,13 @@ def image_url(canvas: dict, size: int) -> str:
     raise InputError("the canvas has no image resource")
 
 
-def add_manifest(settings: Settings, manifest: str, collection: str | None = None, progress=None):
+def add_manifest(
+    settings: Settings,
+    manifest: str,
+    collection: str | None = None,
+    register: bool = True,
+    progress=None,
+):
     """Each canvas of the manifest an item (see the module docstring); an IntakeResult."""
     import pandas as pd
 
@@ -232,4 +238,4 @@ def add_manifest(settings: Settings, manifest: str, collection: str | None = Non
                 "rights": canvas["rights"],
             }
         )
-    return coll._finish(settings, name, rows, unchanged, outcomes, register=True, source=manifest)
+    return coll._finish(settings, name, rows, unchanged, outcomes, register, source=manifest)
