@@ -303,7 +303,7 @@ def perceptual_hash(card) -> str:
 def save_card(card, dest: Path) -> None:
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.name}.tmp")
-    card.save(tmp, format="PNG")
+    card.save(tmp, format="PNG", compress_level=1)  # fast; cards are small
     tmp.replace(dest)
 
 

@@ -1,0 +1,125 @@
+"""Poison items never stop the loop: a card that went bad after intake (one labelled, one in
+the pool) and a task whose item has no features run through a real turn (Label Studio and
+MLflow of the session stack, Feast embedded, real training): they are quarantined with
+their reason, shown by `flywheel collection report` and `flywheel status`, and the turn
+trains, selects and serves the others. Also: `flywheel collection add` exit codes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+from pydantic import SecretStr
+
+from flywheel.features import online_features
+from flywheel.labelling import DemoAnnotator, init_demo
+from flywheel.labelling import quarantine as q
+from flywheel.labelling.collection import read_catalogue, register_tasks
+from flywheel.loop.turn import run_turn
+from flywheel.splits import is_holdout
+from tests.conftest import settings_env
+
+N_ITEMS, SEED, K = 80, 30, 12
+FLYWHEEL = [sys.executable, "-m", "flywheel.cli"]
+
+
+@pytest.fixture(scope="module")
+def poisoned(stack):
+    settings = stack.model_copy(
+        update={
+            "home": stack.data_dir / "poison-home",
+            "label_studio_project": "poison",
+            "label_studio_token": SecretStr(stack.ls_token),
+            "model_name": "poison-model",
+            "mlflow_experiment": "poison",
+            "labels_per_turn": K,
+        }
+    )
+    init_demo(settings, limit=N_ITEMS)
+    items = [f"digits-{i:04d}" for i in range(N_ITEMS)]
+    holdout = [i for i in items if is_holdout(i, settings.holdout_fraction)]
+    rest = [i for i in items if i not in holdout]
+    seed, pool = rest[:SEED], rest[SEED:]
+    bad = {"labelled": seed[3], "pool": pool[2]}
+    cards = read_catalogue(settings).set_index("item_id").image_path
+    for item_id in bad.values():  # the derivative went bad after intake (disk, sync, ...)
+        data = open(cards[item_id], "rb").read()
+        open(cards[item_id], "wb").write(data[: len(data) // 3])
+    ghost = pd.DataFrame(
+        [{"item_id": "digits-ghost", "image_path": cards[pool[0]], "collection": "digits"}]
+    )
+    register_tasks(settings, ghost)  # a task whose item has no features
+    DemoAnnotator(settings).label(holdout + seed)
+    report = run_turn(settings, engine="direct")
+    return settings, report, bad, pool
+
+
+def test_poison_items_are_quarantined_and_the_turn_goes_on(poisoned):
+    settings, report, bad, pool = poisoned
+    held = q.read(settings)
+    assert held[bad["labelled"]]["stage"] == "features"
+    assert held[bad["pool"]]["stage"] == "features"
+    assert "not a readable image" in held[bad["pool"]]["reason"] or "truncated" in (
+        held[bad["pool"]]["reason"]
+    )
+    assert held["digits-ghost"]["stage"] == "scoring"
+    assert report.model_version == "1" and report.promoted
+    # selection: the others, never the quarantined ones, no two near-duplicates together
+    assert len(report.selected) == K and not set(report.selected) & set(held)
+    groups = read_catalogue(settings).set_index("item_id").dup_group
+    chosen_groups = [groups[i] for i in report.selected if groups[i]]
+    assert len(chosen_groups) == len(set(chosen_groups))
+    # served: the others have online features, the poison ones are not made up as zeros
+    others = [i for i in pool if i not in held][:5]
+    assert online_features(others, settings).shape == (5, settings.image_size**2)
+
+
+def test_a_second_turn_does_not_retry_or_stumble(poisoned):
+    settings, _, bad, _ = poisoned
+    before = q.read(settings)
+    DemoAnnotator(settings).label(
+        [i for i in __import__("json").loads(
+            (settings.data_dir / "loop" / "last_selection.json").read_text()
+        )["item_ids"]]
+    )
+    report = run_turn(settings, engine="direct")
+    assert report.model_version == "2"
+    after = q.read(settings)
+    assert after[bad["pool"]]["at"] == before[bad["pool"]]["at"]  # not tried again
+
+
+def _run(settings, *args):
+    return subprocess.run(
+        [*FLYWHEEL, *args], env=settings_env(settings), capture_output=True, text=True, timeout=300
+    )
+
+
+def test_report_and_status_show_the_quarantine(poisoned):
+    settings, _, bad, _ = poisoned
+    out = _run(settings, "collection", "report")
+    assert out.returncode == 0, out.stderr
+    assert bad["pool"] in out.stdout and "digits-ghost" in out.stdout and "scoring" in out.stdout
+    status = _run(settings, "status")
+    assert "quarantine" in status.stdout and "collection report" in status.stdout
+
+
+def test_collection_add_exit_codes(poisoned, tmp_path):
+    settings, *_ = poisoned
+    src = tmp_path / "mixed"
+    src.mkdir()
+    Image.fromarray(np.full((30, 30), 90, np.uint8)).save(src / "ok.png")
+    (src / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really")
+    out = _run(settings, "collection", "add", str(src))
+    assert out.returncode == 0, out.stderr
+    assert "broken.jpg" in out.stdout and "1 added" in out.stdout and "1 rejected" in out.stdout
+    strict = _run(settings, "collection", "add", str(src), "--strict")
+    assert strict.returncode == 1 and "1 unchanged" in strict.stdout
+    junk = tmp_path / "junk"
+    junk.mkdir()
+    (junk / "x.png").write_bytes(b"")
+    nothing = _run(settings, "collection", "add", str(junk))
+    assert nothing.returncode != 0 and "x.png: an empty file" in nothing.stderr
