@@ -3,8 +3,8 @@
     .venv/bin/python bench/bench_intake.py [--n 50000] [--home DIR] [--side 12000x9000]
 
 Each measured phase runs in its own child process, which reports its time (after its
-imports) and its peak RSS (its own and its worker processes', `getrusage`); baselines are measured in the
-same run:
+imports) and its peak RSS (its own and its worker processes', `getrusage`); baselines are
+measured in the same run:
 
 1. collection: N generated photos-like JPEG/PNG/TIFF files (96-256 px, mixed modes).
    - baseline: the old intake per file (Pillow `verify` + sha256 + copy under the home)
@@ -225,7 +225,9 @@ def main() -> None:
     def rss(r):
         return max(r["rss_mb"], r["children_rss_mb"])
 
-    table = Table(title=f"1. intake + features of {args.n:,} generated images ({os.cpu_count()} CPUs)")
+    table = Table(
+        title=f"1. intake + features of {args.n:,} generated images ({os.cpu_count()} CPUs)"
+    )
     for col in ("step", "items", "seconds", "items/s", "peak RSS MB", "vs baseline"):
         table.add_column(col, justify="right" if col != "step" else "left")
     results = {}

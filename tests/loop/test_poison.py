@@ -63,8 +63,9 @@ def test_poison_items_are_quarantined_and_the_turn_goes_on(poisoned):
     held = q.read(settings)
     assert held[bad["labelled"]]["stage"] == "features"
     assert held[bad["pool"]]["stage"] == "features"
-    assert "not a readable image" in held[bad["pool"]]["reason"] or "truncated" in (
-        held[bad["pool"]]["reason"]
+    assert (
+        "not a readable image" in held[bad["pool"]]["reason"]
+        or "truncated" in (held[bad["pool"]]["reason"])
     )
     assert held["digits-ghost"]["stage"] == "scoring"
     assert report.model_version == "1" and report.promoted
@@ -82,9 +83,12 @@ def test_a_second_turn_does_not_retry_or_stumble(poisoned):
     settings, _, bad, _ = poisoned
     before = q.read(settings)
     DemoAnnotator(settings).label(
-        [i for i in __import__("json").loads(
-            (settings.data_dir / "loop" / "last_selection.json").read_text()
-        )["item_ids"]]
+        [
+            i
+            for i in __import__("json").loads(
+                (settings.data_dir / "loop" / "last_selection.json").read_text()
+            )["item_ids"]
+        ]
     )
     report = run_turn(settings, engine="direct")
     assert report.model_version == "2"

@@ -79,9 +79,7 @@ def add(
     iiif: Annotated[
         str | None, typer.Option(help="A IIIF Presentation v2/v3 manifest (file or URL).")
     ] = None,
-    strict: Annotated[
-        bool, typer.Option(help="Exit non-zero when any file is rejected.")
-    ] = False,
+    strict: Annotated[bool, typer.Option(help="Exit non-zero when any file is rejected.")] = False,
     copy: Annotated[
         bool, typer.Option(help="Copy the masters under the home (sources that will move).")
     ] = False,

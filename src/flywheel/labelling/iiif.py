@@ -207,16 +207,19 @@ def add_manifest(
             url = image_url(canvas, settings.card_size)
             data = _fetch(url)
             card = intake.card_from_bytes(
-                data, ".jpg" if url.endswith(".jpg") else Path(url).suffix or ".jpg",
-                coll.limits(settings), settings.data_dir / "tmp" / f"iiif-{item_id}",
+                data,
+                ".jpg" if url.endswith(".jpg") else Path(url).suffix or ".jpg",
+                coll.limits(settings),
+                settings.data_dir / "tmp" / f"iiif-{item_id}",
             )
         except (InputError, intake.RejectedFile) as exc:
             outcomes.append(intake.Outcome(label, "rejected", str(exc), item_id))
             continue
         dest = dest_dir / f"{item_id}.png"
         intake.save_card(card, dest)
-        outcomes.append(intake.Outcome(label, "changed" if item_id in owners else "added",
-                                       item_id=item_id))
+        outcomes.append(
+            intake.Outcome(label, "changed" if item_id in owners else "added", item_id=item_id)
+        )
         rows.append(
             {
                 "item_id": item_id,

@@ -7,11 +7,12 @@ the derivative path a job names.
 
 Formats and how they are read:
 
-| format | reader | bounded memory for large masters |
-|---|---|---|
-| JPEG, PNG, TIFF (8/16-bit; none/LZW/Deflate/JPEG; pages), WebP, GIF | libvips (pyvips) | yes: `thumbnail` streams the file (JPEG shrink-on-load, TIFF strips/tiles/pyramids) |
-| JPEG 2000 | Pillow (OpenJPEG) | yes: decoded at a reduced resolution level |
-| BMP | Pillow | no (BMP masters are small) |
+- JPEG, PNG, TIFF (8/16-bit; none/LZW/Deflate/JPEG; pages), WebP, GIF: libvips (pyvips),
+  whose `thumbnail` streams the file (JPEG shrink-on-load, TIFF strips, tiles, pyramids):
+  memory stays bounded for large masters;
+- JPEG 2000: Pillow (OpenJPEG), decoded at a reduced resolution level (bounded too);
+- BMP: Pillow, decoded whole (BMP masters are small). libvips in pyvips-binary reads
+  neither JPEG 2000 nor BMP.
 
 Every file is decoded in full at intake (`fail_on="error"` in libvips, `load()` in Pillow),
 so a truncated file is rejected here, never later. EXIF orientation is applied; CMYK,
@@ -189,7 +190,9 @@ def _vips_card(path: Path, page: int, limits: Limits):
     except pyvips.Error as exc:
         raise RejectedFile(f"not a readable image ({_vips_message(exc)})") from None
     array = np.ndarray(buffer=data, dtype=np.uint8, shape=[img.height, img.width, img.bands])
-    return Image.fromarray(array[:, :, 0] if img.bands == 1 else array, "L" if img.bands == 1 else "RGB")
+    return Image.fromarray(
+        array[:, :, 0] if img.bands == 1 else array, "L" if img.bands == 1 else "RGB"
+    )
 
 
 def to_srgb(img):
