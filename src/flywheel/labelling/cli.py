@@ -180,7 +180,8 @@ def select(
     import numpy as np
 
     from flywheel.errors import InputError
-    from flywheel.labelling.acquisition import select_for_labelling
+    from flywheel.labelling.acquisition import select_for_labelling, spread_near_duplicates
+    from flywheel.labelling.duplicates import near_duplicate_groups
     from flywheel.labelling.predictions import queue_for_labelling
 
     if not probabilities.exists():
@@ -192,7 +193,8 @@ def select(
         raise InputError(
             f"{probabilities} must be an .npz with item_ids and probabilities ({exc})"
         ) from None
-    chosen = select_for_labelling(probs, [str(i) for i in ids], k, strategy, seed)
+    ranked = select_for_labelling(probs, [str(i) for i in ids], len(ids), strategy, seed)
+    chosen = spread_near_duplicates(ranked, near_duplicate_groups(get_settings()), k)
     for item_id in chosen:
         console.print(item_id)
     if queue:

@@ -102,3 +102,12 @@ def groups_of(catalogue) -> dict[str, str]:
         return {}
     grouped = catalogue[catalogue["dup_group"].astype(str) != ""]
     return dict(zip(grouped["item_id"].astype(str), grouped["dup_group"].astype(str), strict=True))
+
+
+def near_duplicate_groups(settings) -> dict[str, str]:
+    """item_id -> near-duplicate group, from the settings' catalogue (empty without one)."""
+    from flywheel.labelling.collection import read_catalogue
+
+    if not settings.catalogue_path.exists():
+        return {}
+    return groups_of(read_catalogue(settings))

@@ -283,16 +283,6 @@ def _checked(probs: np.ndarray, n: int) -> np.ndarray:
     return probs
 
 
-def near_duplicate_groups(s: Settings) -> dict[str, str]:
-    """item_id -> near-duplicate group, from the catalogue (empty without one)."""
-    from flywheel.labelling.collection import read_catalogue
-    from flywheel.labelling.duplicates import groups_of
-
-    if not s.catalogue_path.exists():
-        return {}
-    return groups_of(read_catalogue(s))
-
-
 def select_for_labelling(
     champion_version: str | None,
     k: int,
@@ -305,6 +295,7 @@ def select_for_labelling(
     from flywheel import labelling
     from flywheel.labelling import quarantine
     from flywheel.labelling.acquisition import spread_near_duplicates
+    from flywheel.labelling.duplicates import near_duplicate_groups
 
     s = _settings(settings)
     champion_version = champion_version or current_champion(s)
