@@ -127,3 +127,46 @@ def test_collection_add_exit_codes(poisoned, tmp_path):
     (junk / "x.png").write_bytes(b"")
     nothing = _run(settings, "collection", "add", str(junk))
     assert nothing.returncode != 0 and "x.png: an empty file" in nothing.stderr
+
+
+def test_cards_leave_the_choices_in_view(stack, tmp_path):
+    """In a real browser (1366x768, a common laptop), a portrait and a landscape card from
+    large masters show with all ten choices visible without scrolling."""
+    from playwright.sync_api import sync_playwright
+
+    from flywheel.labelling import client as lsc
+    from flywheel.labelling.collection import add_collection
+
+    settings = stack.model_copy(update={"label_studio_project": "ui-cards"})
+    src = tmp_path / "ui-cards"
+    src.mkdir()
+    rng = np.random.default_rng(0)
+    for name, shape in (("portrait", (3000, 2000, 3)), ("landscape", (2000, 3000, 3))):
+        Image.fromarray((rng.random(shape) * 255).astype(np.uint8)).save(src / f"{name}.jpg")
+    add_collection(settings, src)
+    tasks = lsc.tasks_by_item(lsc.project_tasks(settings))
+    project = lsc.get_project(settings)
+    base = settings.label_studio_base_url
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1366, "height": 768})
+            page.goto(f"{base}/user/login/")
+            page.fill("input[name=email]", settings.label_studio_username)
+            page.fill("input[name=password]", stack.ls_password)
+            page.click("button[type=submit]")
+            page.wait_for_load_state("networkidle")
+            for item in ("ui-cards-portrait", "ui-cards-landscape"):
+                page.goto(f"{base}/projects/{project.id}/data?task={tasks[item]['id']}")
+                image = page.locator(f"img[src*='{item}.png']").last
+                image.wait_for(state="visible", timeout=120_000)
+                page.wait_for_function(
+                    "el => el.complete && el.naturalWidth > 0", arg=image.element_handle()
+                )
+                for choice in settings.label_classes:
+                    box = page.get_by_text(choice, exact=True).last.bounding_box()
+                    assert box is not None, f"choice {choice} not shown for {item}"
+                    assert box["y"] + box["height"] <= 768, f"choice {choice} below the fold"
+                page.screenshot(path=str(tmp_path / f"{item}.png"))
+        finally:
+            browser.close()

@@ -140,18 +140,18 @@ def new_feature_rows(
     An item whose image fails (or gives a vector unlike the others) is quarantined with
     its reason and left out; it is tried again only when its image changes.
     """
+    import numpy as np
     import pyarrow as pa
 
     from flywheel.labelling import quarantine
 
     held = quarantine.read(settings)
     todo = catalogue[catalogue["image_sha256"] != catalogue["item_id"].map(latest)]
-    todo = todo[
-        [
-            held.get(i, {}).get("image_sha256") != h or held[i].get("stage") != "features"
-            for i, h in zip(todo["item_id"], todo["image_sha256"], strict=True)
-        ]
+    retry = [
+        held.get(i, {}).get("image_sha256") != h or held[i].get("stage") != "features"
+        for i, h in zip(todo["item_id"], todo["image_sha256"], strict=True)
     ]
+    todo = todo[np.array(retry, dtype=bool)]  # a plain empty list would select no columns
     created = datetime.now(UTC)
     results = _vectors(settings, todo["image_path"].astype(str).tolist(), on_progress)
     sizes = [len(v) for v, _ in results if v is not None]
@@ -165,7 +165,7 @@ def new_feature_rows(
         keep.append(vector is not None)
     quarantine.add_many(settings, poisoned)
     quarantine.release(settings, [i for i, ok in zip(todo["item_id"], keep, strict=True) if ok])
-    todo = todo[keep]
+    todo = todo[np.array(keep, dtype=bool)]
     vectors = [v for v, _ in results if v is not None and len(v) == usual]
     columns = {
         "item_id": todo["item_id"].astype(str).tolist(),
