@@ -6,6 +6,7 @@ trains, selects and serves the others. Also: `flywheel collection add` exit code
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -158,13 +159,16 @@ def test_cards_leave_the_choices_in_view(stack, tmp_path):
             page.wait_for_load_state("networkidle")
             for item in ("ui-cards-portrait", "ui-cards-landscape"):
                 page.goto(f"{base}/projects/{project.id}/data?task={tasks[item]['id']}")
-                image = page.locator(f"img[src*='{item}.png']").last
-                image.wait_for(state="visible", timeout=120_000)
-                page.wait_for_function(
-                    "el => el.complete && el.naturalWidth > 0", arg=image.element_handle()
+                page.wait_for_function(  # the card itself, shown in the labelling panel
+                    "() => [...document.images].some(i => i.naturalWidth > 0 && "
+                    "i.getBoundingClientRect().width > 200 && i.getBoundingClientRect().x < 1366)",
+                    timeout=120_000,
                 )
                 for choice in settings.label_classes:
-                    box = page.get_by_text(choice, exact=True).last.bounding_box()
+                    name = json.dumps(choice)
+                    box = page.locator(
+                        f"label.lsf-choice__checkbox:has(input[name={name}])"
+                    ).bounding_box()
                     assert box is not None, f"choice {choice} not shown for {item}"
                     assert box["y"] + box["height"] <= 768, f"choice {choice} below the fold"
                 page.screenshot(path=str(tmp_path / f"{item}.png"))
