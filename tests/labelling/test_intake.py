@@ -242,3 +242,16 @@ def test_near_duplicates_are_grouped_and_kept_out_of_one_batch(settings, tmp_pat
     ranked = ["dups-rescan", "dups-card7_verso", "dups-scan", "dups-card7_recto", "dups-alone"]
     batch = spread_near_duplicates(ranked, {k: v for k, v in groups.items() if v}, 5)
     assert batch == ["dups-rescan", "dups-card7_verso", "dups-alone"]
+
+
+def test_quarantine_store(settings):
+    from flywheel.labelling import quarantine as q
+
+    assert q.read(settings) == {} and q.quarantined_ids(settings) == set()
+    q.quarantine(settings, "a", "features", "OSError: image file is truncated", "h1")
+    q.add_many(settings, [("b", "scoring", "UnknownItemsError: b", "")])
+    assert q.quarantined_ids(settings) == {"a", "b"}
+    assert q.read(settings)["a"]["reason"] == "OSError: image file is truncated"
+    assert q.release(settings, ["a", "zzz"]) == 1 and q.quarantined_ids(settings) == {"b"}
+    q.store_path(settings).write_text("{broken")  # a damaged store never stops the loop
+    assert q.read(settings) == {}

@@ -83,14 +83,8 @@ def test_poison_items_are_quarantined_and_the_turn_goes_on(poisoned):
 def test_a_second_turn_does_not_retry_or_stumble(poisoned):
     settings, _, bad, _ = poisoned
     before = q.read(settings)
-    DemoAnnotator(settings).label(
-        [
-            i
-            for i in __import__("json").loads(
-                (settings.data_dir / "loop" / "last_selection.json").read_text()
-            )["item_ids"]
-        ]
-    )
+    selection = json.loads((settings.data_dir / "loop" / "last_selection.json").read_text())
+    DemoAnnotator(settings).label(selection["item_ids"])
     report = run_turn(settings, engine="direct")
     assert report.model_version == "2"
     after = q.read(settings)
