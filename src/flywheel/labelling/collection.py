@@ -31,6 +31,7 @@ near-duplicate group (e.g. the recto and verso of a card).
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -246,16 +247,17 @@ def add_collection(
     collection = slug(collection or directory.name)
     meta = _read_metadata(directory, metadata_csv)
     dest_dir = items_dir(settings, collection)
-    known = _known_sources(settings)
-    owner = _id_owners(settings)
+    cards = set(os.listdir(dest_dir)) if dest_dir.is_dir() else set()
+    catalogue = read_catalogue(settings) if settings.catalogue_path.exists() else None
+    known = _known_sources(catalogue)
+    owner = {r.item_id: source for source, rows in known.items() for r in rows}
     today = date.today().isoformat()
     now = pd.Timestamp(datetime.now(UTC))
     jobs, unchanged, seen, info_of = [], [], {}, {}
-    for path in files:
-        rel = path.relative_to(directory).as_posix()
+    for found in files:
+        rel = found.rel
         info = meta.get(rel, {})
-        stem = path.with_suffix("").relative_to(directory).as_posix()
-        item_id = info.get("item_id") or f"{collection}-{intake.safe_id(stem)}"
+        item_id = info.get("item_id") or f"{collection}-{intake.safe_id(found.stem)}"
         if not intake.is_safe_id(item_id):
             outcomes.append(
                 intake.Outcome(
@@ -270,7 +272,7 @@ def add_collection(
                 )
             )
             continue
-        source = str(path.resolve())
+        source = found.path
         if _taken(settings, owner.get(item_id), source):
             outcomes.append(
                 intake.Outcome(
@@ -282,12 +284,14 @@ def add_collection(
             continue
         seen[item_id] = rel
         info_of[rel] = info
-        stat = path.stat()
-        old = known.get(source) or known.get(str(path))
-        if old is not None and all(
-            (r.source_size, r.source_mtime_ns) == (stat.st_size, stat.st_mtime_ns)
-            and Path(r.image_path).exists()
-            and r.item_id.startswith(item_id)
+        old = [  # this file's rows (several for the pages of a multi-page master)
+            r
+            for r in known.get(source, [])
+            if r.item_id == item_id or r.item_id.startswith(f"{item_id}-p")
+        ]
+        if old and all(
+            (r.source_size, r.source_mtime_ns) == (found.size, found.mtime_ns)
+            and os.path.basename(r.image_path) in cards
             for r in old
         ):
             unchanged.extend(old)
@@ -297,7 +301,7 @@ def add_collection(
             continue
         copy_to = ""
         if settings.intake_copy_masters:
-            copy_to = str(settings.data_dir / "masters" / collection / f"{item_id}{path.suffix}")
+            copy_to = str(settings.data_dir / "masters" / collection / f"{item_id}{found.suffix}")
         jobs.append(intake.Job(source, rel, item_id, str(dest_dir), limits(settings), copy_to))
     results = intake.run_jobs(jobs, intake.workers(settings), progress)
     rows = []
@@ -334,10 +338,12 @@ def add_collection(
                 )
             outcomes.append(outcome)
     outcomes.sort(key=lambda o: (o.file, o.page))
-    return _finish(settings, collection, rows, unchanged, outcomes, register, source=directory)
+    return _finish(settings, collection, rows, unchanged, outcomes, register, directory, catalogue)
 
 
-def _finish(settings, collection, rows, unchanged, outcomes, register, source) -> IntakeResult:
+def _finish(
+    settings, collection, rows, unchanged, outcomes, register, source, catalogue=None
+) -> IntakeResult:
     """Upsert the new rows, group near-duplicates, register tasks, write the report."""
     import pandas as pd
 
@@ -352,7 +358,8 @@ def _finish(settings, collection, rows, unchanged, outcomes, register, source) -
             + f"\n(report: {report})"
         )
     frame = pd.DataFrame(rows, columns=CATALOGUE_COLUMNS)
-    catalogue = upsert_catalogue(settings, frame) if rows else read_catalogue(settings)
+    if rows or catalogue is None:
+        catalogue = upsert_catalogue(settings, frame) if rows else read_catalogue(settings)
     if rows:
         grouped = assign_groups(catalogue, settings.near_duplicate_bits)
         if not grouped["dup_group"].equals(catalogue["dup_group"]):
@@ -377,7 +384,7 @@ def write_report(settings: Settings, collection: str, outcomes) -> Path:
         for o in outcomes
     ]
     path = folder / f"{collection}.json"
-    path.write_text(json.dumps({"collection": collection, "files": records}, indent=1))
+    path.write_text(json.dumps({"collection": collection, "files": records}))
     with open(path.with_suffix(".csv"), "w", newline="") as fh:
         writer = csv.DictWriter(fh, ["file", "status", "item_id", "reason"])
         writer.writeheader()
@@ -385,12 +392,12 @@ def write_report(settings: Settings, collection: str, outcomes) -> Path:
     return path
 
 
-def _known_sources(settings: Settings) -> dict[str, list]:
+def _known_sources(catalogue) -> dict[str, list]:
     """Catalogue rows by their master's path (for the incremental re-run)."""
-    if not settings.catalogue_path.exists():
-        return {}
     out: dict[str, list] = {}
-    for row in read_catalogue(settings).itertuples(index=False):
+    if catalogue is None:
+        return out
+    for row in catalogue.itertuples(index=False):
         out.setdefault(row.source, []).append(row)
     return out
 
@@ -417,13 +424,6 @@ def _taken(settings: Settings, owner: str | None, source: str) -> bool:
     return path.exists() and not path.resolve().is_relative_to(
         (settings.data_dir / "items").resolve()
     )
-
-
-def _id_owners(settings: Settings) -> dict[str, str]:
-    if not settings.catalogue_path.exists():
-        return {}
-    cat = read_catalogue(settings)
-    return dict(zip(cat.item_id, cat.source, strict=True))
 
 
 def register_tasks(settings: Settings, rows) -> int:

@@ -181,8 +181,9 @@ def add_manifest(
     found = canvases(doc)
     name = coll.slug(collection or _text(doc.get("label")) or "iiif")
     dest_dir = coll.items_dir(settings, name)
-    known = coll._known_sources(settings)
-    owners = coll._id_owners(settings)
+    catalogue = coll.read_catalogue(settings) if settings.catalogue_path.exists() else None
+    known = coll._known_sources(catalogue)
+    owners = {r.item_id: source for source, rows in known.items() for r in rows}
     today = date.today().isoformat()
     now = pd.Timestamp(datetime.now(UTC))
     rows, unchanged, outcomes = [], [], []

@@ -74,42 +74,71 @@ def safe_id(text: str) -> str:
 # --- the folder -----------------------------------------------------------------------------
 
 
-def scan(directory: Path) -> tuple[list[Path], list[Outcome]]:
-    """Image files under `directory` (sorted) and the outcomes of files intake refuses.
+@dataclass
+class Found:
+    """One image file of a folder, from a single directory listing (no extra stat)."""
 
-    Symlinks are followed only when they stay inside `directory`; hidden files and files
-    with other suffixes are listed as skipped.
+    path: str  # absolute; a link inside the folder is replaced by its target
+    rel: str  # relative to the folder, with `/`
+    size: int
+    mtime_ns: int
+
+    @property
+    def suffix(self) -> str:
+        return os.path.splitext(self.rel)[1].lower()
+
+    @property
+    def stem(self) -> str:
+        return os.path.splitext(self.rel)[0]
+
+
+def scan(directory: Path) -> tuple[list[Found], list[Outcome]]:
+    """Image files under `directory` (sorted by path) and the outcomes of files refused.
+
+    Symlinks are followed only when they stay inside `directory`; linked folders are not
+    entered; hidden files are ignored; files with other suffixes are listed as skipped.
+    One `scandir` per folder and one `stat` per file: a re-run costs about a listing.
     """
-    root = directory.resolve()
-    files, refused = [], []
-    for here, dirs, names in os.walk(root, followlinks=False):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for d in list(dirs):
-            path = Path(here) / d
-            if path.is_symlink():
-                dirs.remove(d)
-                rel = path.relative_to(root).as_posix()
-                refused.append(Outcome(rel, "skipped", "a linked folder (not followed)"))
-        for name in sorted(names):
-            path = Path(here) / name
-            rel = path.relative_to(root).as_posix()
-            if name.startswith("."):
-                continue
-            if path.is_symlink():
-                target = path.resolve()
-                if not target.is_relative_to(root):
+    root = str(directory.resolve())
+    found, refused = [], []
+    stack = [root]
+    while stack:
+        here = stack.pop()
+        with os.scandir(here) as entries:
+            for entry in entries:
+                if entry.name.startswith("."):
+                    continue
+                rel = entry.path[len(root) + 1 :]  # entries of `root` start with `root/`
+                path = entry.path
+                if entry.is_symlink():
+                    target = os.path.realpath(entry.path)
+                    if entry.is_dir():
+                        refused.append(Outcome(rel, "skipped", "a linked folder (not followed)"))
+                        continue
+                    if not Path(target).is_relative_to(root):
+                        refused.append(
+                            Outcome(
+                                rel, "rejected", f"a symlink leading outside the folder ({target})"
+                            )
+                        )
+                        continue
+                    if not os.path.isfile(target):
+                        refused.append(Outcome(rel, "rejected", "a symlink to no file"))
+                        continue
+                    path = target
+                elif entry.is_dir():
+                    stack.append(entry.path)
+                    continue
+                if os.path.splitext(entry.name)[1].lower() not in IMAGE_SUFFIXES:
                     refused.append(
-                        Outcome(rel, "rejected", f"a symlink leading outside the folder ({target})")
+                        Outcome(rel, "skipped", f"not an image file type ({Path(rel).suffix})")
                     )
                     continue
-                if not target.is_file():
-                    refused.append(Outcome(rel, "rejected", "a symlink to no file"))
-                    continue
-            if path.suffix.lower() not in IMAGE_SUFFIXES:
-                refused.append(Outcome(rel, "skipped", f"not an image file type ({path.suffix})"))
-                continue
-            files.append(path)
-    return sorted(files), refused
+                stat = entry.stat()
+                found.append(Found(path, rel, stat.st_size, stat.st_mtime_ns))
+    found.sort(key=lambda f: f.rel)
+    refused.sort(key=lambda o: o.file)
+    return found, refused
 
 
 def sha256_file(path: Path) -> str:
