@@ -155,6 +155,8 @@ def test_bad_files_are_rejected_by_name_and_the_rest_added(settings, tmp_path):
     assert {f["file"] for f in report["files"] if f["status"] == "rejected"} == set(reasons)
     csv_rows = result.report_path.with_suffix(".csv").read_text().splitlines()
     assert sum(",rejected," in line for line in csv_rows) == 6
+    again = add_collection(settings, src, meta, register=False)  # links included
+    assert again.count("added") == again.count("changed") == 0 and again.count("unchanged") == 3
     # nothing written outside the items folder
     written = {p.name for p in (settings.data_dir / "items").rglob("*") if p.is_file()}
     assert written == {"batch-a-b.png", "batch-good.png", "batch-inside-link.png"}
