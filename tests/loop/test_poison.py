@@ -117,6 +117,7 @@ def test_collection_add_exit_codes(poisoned, tmp_path):
     assert "broken.jpg" in out.stdout and "1 added" in out.stdout and "1 rejected" in out.stdout
     strict = _run(settings, "collection", "add", str(src), "--strict")
     assert strict.returncode == 1 and "1 unchanged" in strict.stdout
+    assert "--strict: 1 file(s) rejected" in strict.stderr
     junk = tmp_path / "junk"
     junk.mkdir()
     (junk / "x.png").write_bytes(b"")

@@ -88,7 +88,7 @@ def add(
 
     Every good file is added; every rejected one is named with its reason (also in the
     report file). Exits 0 when anything was added, 1 with --strict on any rejection."""
-    from flywheel.errors import InputError
+    from flywheel.errors import FlywheelError, InputError
     from flywheel.labelling.collection import add_collection
 
     settings = get_settings()
@@ -115,8 +115,10 @@ def add(
         console.print(f"[red]rejected[/] {outcome.file}: {outcome.reason}", highlight=False)
     _summary(settings, result.rows, "added")
     if strict and result.rejected:
-        console.print(f"[red]--strict: {len(result.rejected)} file(s) rejected[/]")
-        raise typer.Exit(1)
+        raise FlywheelError(
+            f"--strict: {len(result.rejected)} file(s) rejected (the others were added); "
+            f"see {result.report_path}"
+        )
 
 
 @collection_app.command("report")
