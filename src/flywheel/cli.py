@@ -82,6 +82,19 @@ def status(names: Names = None) -> None:
             row.name, f"[{style}]{row.state}[/]", str(row.pid or "-"), str(row.port), row.url
         )
     console.print(table)
+    _quarantine_line()
+
+
+def _quarantine_line() -> None:
+    from flywheel.labelling import quarantine
+
+    held = quarantine.read(get_settings())
+    if held:
+        stages = sorted({e.get("stage", "?") for e in held.values()})
+        console.print(
+            f"[yellow]quarantine[/]: {len(held)} items ({', '.join(stages)}); "
+            "see `flywheel collection report`"
+        )
 
 
 @app.command()

@@ -69,6 +69,24 @@ class Settings(BaseSettings):
         None, description="Trigger URL Label Studio posts webhooks to. Default: local."
     )
 
+    # --- intake: what a collection holds (see labelling/intake.py) ---------------------
+    card_size: int = Field(
+        480, ge=16, le=4096, description="Longest side of the card Label Studio shows."
+    )
+    intake_max_pixels: int = Field(
+        1_000_000_000, ge=1, description="Decompression-bomb limit: most pixels in one image."
+    )
+    intake_pages: Literal["first", "each"] = Field(
+        "first", description="Multi-page TIFF: the first page, or one item per page."
+    )
+    intake_copy_masters: bool = Field(
+        False, description="Copy masters under the home (for sources that will move)."
+    )
+    intake_workers: int = Field(0, ge=0, description="Intake/feature processes (0: CPUs).")
+    near_duplicate_bits: int = Field(
+        4, ge=-1, le=64, description="Perceptual-hash distance of near-duplicates (-1: off)."
+    )
+
     # --- Feast --------------------------------------------------------------------------
     feature_repo: Path = Path("feature_repo")
     feast_port: Port = Field(6566, ge=1, le=65535)

@@ -70,12 +70,12 @@ def test_bad_folders_are_named(settings, tmp_path):
     with pytest.raises(InputError, match="not a folder"):
         add_images(settings, tmp_path / "missing", register=False)
     (tmp_path / "empty").mkdir()
-    with pytest.raises(InputError, match="no PNG or JPEG"):
+    with pytest.raises(InputError, match="holds no images"):
         add_images(settings, tmp_path / "empty", register=False)
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "x.png").write_bytes(b"not a png")
-    with pytest.raises(InputError, match="x.png is not a readable image"):
+    with pytest.raises(InputError, match="x.png: not a readable image"):
         add_images(settings, broken, register=False)
     good = tmp_path / "good"
     good.mkdir()

@@ -6,7 +6,9 @@
 2. for each item whose image content is new (no row yet, or a different hash than its
    latest row), compute the representation and append one offline row stamped with the
    catalogue's `updated_at` as event time: older rows stay, so a point-in-time join
-   still finds the features as they were when an earlier label was made;
+   still finds the features as they were when an earlier label was made. The images
+   are sharded over a process pool (`settings.intake_workers`) when there are many; an
+   image that fails is quarantined (`labelling/quarantine.py`) and the build goes on;
 3. `apply` the feature repo's definitions and `materialize` the new rows into the
    online store.
 
@@ -27,6 +29,7 @@ from flywheel.labelling.collection import read_catalogue
 from flywheel.settings import Settings
 
 VIEW = "item_features"
+SHARD_MIN = 512  # fewer images than this are not worth starting a process pool
 
 
 @dataclass
@@ -87,22 +90,83 @@ def _schema():
     )
 
 
+def _one_vector(job: tuple[str, Settings]):
+    """(vector, "") or (None, reason) for one image: a failure is a value, not a raise."""
+    import numpy as np
+
+    path, settings = job
+    try:
+        vector = representation(path, settings)
+    except Exception as exc:  # noqa: BLE001 - any failure of one item quarantines that item
+        return None, f"{type(exc).__name__}: {exc}"
+    if not np.isfinite(vector).all():
+        return None, "the representation has non-finite values"
+    return vector, ""
+
+
+def _vectors(settings: Settings, paths: list[str], on_progress=None) -> list:
+    """`_one_vector` for each path: in a process pool (spawned) for large batches."""
+    from flywheel.labelling.intake import workers
+
+    jobs = [(p, settings) for p in paths]
+    n = workers(settings)
+    out = []
+    if n <= 1 or len(jobs) < SHARD_MIN:
+        for job in jobs:
+            out.append(_one_vector(job))
+            if on_progress:
+                on_progress(len(out), len(jobs))
+        return out
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(n, mp_context=context) as pool:
+        for result in pool.map(_one_vector, jobs, chunksize=max(1, len(jobs) // (n * 8))):
+            out.append(result)
+            if on_progress:
+                on_progress(len(out), len(jobs))
+    return out
+
+
 def new_feature_rows(
     settings: Settings,
     catalogue,
     latest: dict[str, str],
     on_progress: Callable[[int, int], None] | None = None,
 ):
-    """Offline rows (a pyarrow table) for catalogue items whose image hash is new."""
+    """Offline rows (a pyarrow table) for catalogue items whose image hash is new.
+
+    An item whose image fails (or gives a vector unlike the others) is quarantined with
+    its reason and left out; it is tried again only when its image changes.
+    """
+    import numpy as np
     import pyarrow as pa
 
+    from flywheel.labelling import quarantine
+
+    held = quarantine.read(settings)
     todo = catalogue[catalogue["image_sha256"] != catalogue["item_id"].map(latest)]
+    retry = [
+        held.get(i, {}).get("image_sha256") != h or held[i].get("stage") != "features"
+        for i, h in zip(todo["item_id"], todo["image_sha256"], strict=True)
+    ]
+    todo = todo[np.array(retry, dtype=bool)]  # a plain empty list would select no columns
     created = datetime.now(UTC)
-    vectors = []
-    for done, path in enumerate(todo["image_path"], start=1):
-        vectors.append(representation(path, settings))
-        if on_progress:
-            on_progress(done, len(todo))
+    results = _vectors(settings, todo["image_path"].astype(str).tolist(), on_progress)
+    sizes = [len(v) for v, _ in results if v is not None]
+    usual = max(set(sizes), key=sizes.count) if sizes else 0
+    keep, poisoned = [], []
+    for (vector, reason), row in zip(results, todo.itertuples(index=False), strict=True):
+        if vector is not None and len(vector) != usual:
+            vector, reason = None, f"a vector of {len(vector)} values, not {usual}"
+        if vector is None:
+            poisoned.append((row.item_id, "features", reason, row.image_sha256))
+        keep.append(vector is not None)
+    quarantine.add_many(settings, poisoned)
+    quarantine.release(settings, [i for i, ok in zip(todo["item_id"], keep, strict=True) if ok])
+    todo = todo[np.array(keep, dtype=bool)]
+    vectors = [v for v, _ in results if v is not None and len(v) == usual]
     columns = {
         "item_id": todo["item_id"].astype(str).tolist(),
         "event_timestamp": todo["updated_at"].tolist(),

@@ -42,6 +42,15 @@ def build() -> None:
         f"[green]features built[/]: {result.items} items, {result.new_rows} new "
         f"rows ({result.total_rows} in all) in {result.seconds:.1f} s"
     )
+    from flywheel.labelling.quarantine import read as quarantined
+
+    held = [i for i, e in quarantined(get_settings()).items() if e.get("stage") == "features"]
+    if held:
+        console.print(
+            f"[yellow]quarantined[/]: {len(held)} items whose image fails "
+            f"({', '.join(sorted(held)[:5])}{' ...' if len(held) > 5 else ''}); "
+            "see `flywheel collection report`"
+        )
 
 
 @app.command()

@@ -69,3 +69,25 @@ def select_for_labelling(
     # lexsort: the last key is primary -> score descending, then item id ascending
     order = np.lexsort((np.array(item_ids, dtype=object).astype(str), -scores))
     return [item_ids[i] for i in order[:k]]
+
+
+def spread_near_duplicates(ranked: Sequence[str], groups: dict[str, str], k: int) -> list[str]:
+    """The first `k` of `ranked` with at most one item per near-duplicate group.
+
+    Applied after any strategy's ranking: an item whose group (`groups[item_id]`, from the
+    catalogue's `dup_group`) already has a member in the batch is passed over; items
+    without a group are never passed over. Order is kept, so ties stay deterministic.
+    """
+    if k < 0:
+        raise InputError(f"k must be >= 0, got {k}")
+    chosen, taken = [], set()
+    for item_id in ranked:
+        if len(chosen) == k:
+            break
+        group = groups.get(item_id)
+        if group:
+            if group in taken:
+                continue
+            taken.add(group)
+        chosen.append(item_id)
+    return chosen

@@ -1,7 +1,9 @@
 """`flywheel collection ...` and `flywheel labels ...`.
 
 flywheel collection init [--limit N]                  the demo digits -> Label Studio
-flywheel collection add DIR [--metadata CSV] [--collection NAME]
+flywheel collection add DIR [--metadata CSV] [--collection NAME] [--strict] [--copy]
+flywheel collection add --iiif MANIFEST [--collection NAME]   a IIIF manifest (file or URL)
+flywheel collection report                            rejected files, quarantined items
 flywheel labels export                                label snapshot (parquet)
 flywheel labels select --probabilities NPY [-k K] [--strategy S]
 flywheel labels annotate-demo [-n N | ITEM...]        the demo annotator labels items
@@ -63,7 +65,10 @@ def init(
 
 @collection_app.command("add")
 def add(
-    directory: Annotated[Path, typer.Argument(help="Folder of PNG/JPEG images.")],
+    directory: Annotated[
+        Path | None,
+        typer.Argument(help="Folder of images (JPEG, PNG, TIFF, JPEG 2000, WebP, GIF, BMP)."),
+    ] = None,
     metadata: Annotated[
         Path | None,
         typer.Option(help="CSV with a `file` column and optional item_id, accession_date."),
@@ -71,17 +76,76 @@ def add(
     collection: Annotated[
         str | None, typer.Option(help="Collection name (default: the folder's name).")
     ] = None,
+    iiif: Annotated[
+        str | None, typer.Option(help="A IIIF Presentation v2/v3 manifest (file or URL).")
+    ] = None,
+    strict: Annotated[bool, typer.Option(help="Exit non-zero when any file is rejected.")] = False,
+    copy: Annotated[
+        bool, typer.Option(help="Copy the masters under the home (sources that will move).")
+    ] = False,
 ) -> None:
-    """Add a folder of images as items and register them as Label Studio tasks."""
-    from flywheel.labelling.collection import add_images
+    """Add a folder of images (or a IIIF manifest) as items and register Label Studio tasks.
+
+    Every good file is added; every rejected one is named with its reason (also in the
+    report file). Exits 0 when anything was added, 1 with --strict on any rejection."""
+    from flywheel.errors import FlywheelError, InputError
+    from flywheel.labelling.collection import add_collection
 
     settings = get_settings()
+    if copy:
+        settings = settings.model_copy(update={"intake_copy_masters": True})
+    if (directory is None) == (iiif is None):
+        raise InputError("give a folder of images or --iiif MANIFEST (one of them)")
     with _progress() as bar:
-        task = bar.add_task(f"adding {directory}", total=None)
-        rows = add_images(
-            settings, directory, metadata, collection, progress=lambda: bar.advance(task)
+        if iiif is not None:
+            from flywheel.labelling.iiif import add_manifest
+
+            task = bar.add_task(f"adding IIIF {iiif}", total=None)
+            result = add_manifest(settings, iiif, collection, progress=lambda: bar.advance(task))
+        else:
+            task = bar.add_task(f"adding {directory}", total=None)
+            result = add_collection(
+                settings, directory, metadata, collection, progress=lambda: bar.advance(task)
+            )
+    counts = ", ".join(
+        f"{result.count(k)} {k}" for k in ("added", "changed", "unchanged", "rejected", "skipped")
+    )
+    console.print(f"files: {counts}; report {result.report_path}")
+    for outcome in result.rejected:
+        console.print(f"[red]rejected[/] {outcome.file}: {outcome.reason}", highlight=False)
+    _summary(settings, result.rows, "added")
+    if strict and result.rejected:
+        raise FlywheelError(
+            f"--strict: {len(result.rejected)} file(s) rejected (the others were added); "
+            f"see {result.report_path}"
         )
-    _summary(settings, rows, "added")
+
+
+@collection_app.command("report")
+def report() -> None:
+    """The last intake's rejected files and the quarantined items, with their reasons."""
+    import json
+
+    from flywheel.labelling import quarantine
+
+    settings = get_settings()
+    folder = settings.data_dir / "intake"
+    rejected = 0
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        files = json.loads(path.read_text()).get("files", [])
+        bad = [f for f in files if f["status"] == "rejected"]
+        rejected += len(bad)
+        console.print(f"[bold]{path.stem}[/]: {len(files)} files, {len(bad)} rejected ({path})")
+        for f in bad:
+            console.print(f"  [red]rejected[/] {f['file']}: {f['reason']}", highlight=False)
+    held = quarantine.read(settings)
+    console.print(f"[bold]quarantine[/]: {len(held)} items ({quarantine.store_path(settings)})")
+    for item_id, entry in sorted(held.items()):
+        console.print(
+            f"  [yellow]{item_id}[/] at {entry['stage']}: {entry['reason']}", highlight=False
+        )
+    if not rejected and not held:
+        console.print("no rejected files, no quarantined items")
 
 
 @labels_app.command("export")
@@ -118,7 +182,8 @@ def select(
     import numpy as np
 
     from flywheel.errors import InputError
-    from flywheel.labelling.acquisition import select_for_labelling
+    from flywheel.labelling.acquisition import select_for_labelling, spread_near_duplicates
+    from flywheel.labelling.duplicates import near_duplicate_groups
     from flywheel.labelling.predictions import queue_for_labelling
 
     if not probabilities.exists():
@@ -130,7 +195,8 @@ def select(
         raise InputError(
             f"{probabilities} must be an .npz with item_ids and probabilities ({exc})"
         ) from None
-    chosen = select_for_labelling(probs, [str(i) for i in ids], k, strategy, seed)
+    ranked = select_for_labelling(probs, [str(i) for i in ids], len(ids), strategy, seed)
+    chosen = spread_near_duplicates(ranked, near_duplicate_groups(get_settings()), k)
     for item_id in chosen:
         console.print(item_id)
     if queue:

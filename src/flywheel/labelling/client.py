@@ -29,15 +29,19 @@ WEBHOOK_ACTIONS = ["ANNOTATION_CREATED", "ANNOTATION_UPDATED"]
 
 
 def label_config(classes: list[str]) -> str:
-    """The labelling config: one image, one single choice among `classes`."""
+    """The labelling config: one image, one single choice among `classes`.
+
+    The choices come first: Label Studio fits the image to the panel's height, so choices
+    placed below it fall under the fold on a laptop screen (checked in a real browser,
+    tests/loop/test_poison.py)."""
     choices = "\n".join(f"    <Choice value={quoteattr(c)}/>" for c in classes)
     return (
         "<View>\n"
-        f'  <Image name="{TO_NAME}" value="$image" zoom="true"/>\n'
-        '  <Text name="item" value="$item_id"/>\n'
         f'  <Choices name="{FROM_NAME}" toName="{TO_NAME}" choice="single" showInline="true">\n'
         f"{choices}\n"
         "  </Choices>\n"
+        f'  <Image name="{TO_NAME}" value="$image" zoom="true"/>\n'
+        '  <Text name="item" value="$item_id"/>\n'
         "</View>"
     )
 

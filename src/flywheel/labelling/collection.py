@@ -9,23 +9,31 @@ Card rendering: grey level = round(value * 255 / 16) (white ink on black), upsca
 nearest neighbour, so a box-filter resize back to 8x8 divided by 255 gives exactly
 `load_digits().images / 16` (to within 1/510).
 
-`add_images` copies every PNG/JPEG of a folder (recursively, sorted) into
-`<home>/data/items/<collection>/` (Label Studio serves that folder as local-files storage),
-upserts the catalogue (`settings.catalogue_path`, columns in docs/interfaces.md), makes
-sure the project exists and imports a task for each item that has none. Running it twice
-creates nothing twice; a changed image keeps its item id and gets a new hash and
-`updated_at`.
+`add_collection` takes every image of a folder (recursively, sorted; formats and colour
+handling in `intake.py`): masters stay where they are (the catalogue's `source` and
+`image_sha256` name the original and its content); only the derivative card is written to
+`<home>/data/items/<collection>/` (Label Studio serves that folder as local-files storage;
+the card is also the model's input). With `settings.intake_copy_masters` the master is
+copied to `<home>/data/masters/<collection>/` first. Each file gets an outcome (added,
+changed, unchanged, rejected with its reason, skipped); the outcomes are written to
+`<home>/data/intake/<collection>.json` (and .csv). A re-run reads only new or changed files
+(size and modification time differ from the catalogue's). It upserts the catalogue, groups
+near-duplicates (`duplicates.py`), makes sure the project exists and imports a task for
+each item that has none, in batches. Running it twice creates nothing twice; a changed
+image keeps its item id and gets a new hash and `updated_at`.
 
 Metadata CSV (optional): a `file` column (path relative to DIR) and any of `item_id`,
 `accession_date` (ISO date). Without one, item ids are `<collection>-<file stem>` and the
-accession date is the day the image was added.
+accession date is the day the image was added. A metadata `item_id` must be safe (letters,
+digits, `.`, `_`, `-`, no `..`); an optional `group` column puts items in one
+near-duplicate group (e.g. the recto and verso of a card).
 """
 
 from __future__ import annotations
 
-import hashlib
+import os
 import re
-import shutil
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -39,7 +47,19 @@ CATALOGUE_COLUMNS = [
     "accession_date",
     "image_sha256",
     "updated_at",
+    # since intake took real collections (older catalogues get defaults when read)
+    "source",
+    "source_size",
+    "source_mtime_ns",
+    "page",
+    "phash",
+    "dup_group",
+    "title",
+    "metadata",
+    "rights",
 ]
+REQUIRED_COLUMNS = CATALOGUE_COLUMNS[:6]
+INT_COLUMNS = ("source_size", "source_mtime_ns", "page")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 DEMO_COLLECTION = "digits"
 CARD_SCALE = 8  # 8x8 -> 64x64
@@ -65,6 +85,8 @@ def empty_catalogue():
     import pandas as pd
 
     frame = pd.DataFrame({c: pd.Series(dtype="object") for c in CATALOGUE_COLUMNS})
+    for column in INT_COLUMNS:
+        frame[column] = pd.Series(dtype="int64")
     frame["updated_at"] = pd.Series(dtype="datetime64[ns, UTC]")
     return frame
 
@@ -80,13 +102,26 @@ def read_catalogue(settings: Settings):
             "or `flywheel collection add DIR`"
         )
     frame = pd.read_parquet(path)
-    missing = [c for c in CATALOGUE_COLUMNS if c not in frame.columns]
+    missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
     if missing:
         raise InputError(f"catalogue {path} lacks column(s) {', '.join(missing)}")
+    _fill_optional(frame)
     frame["updated_at"] = pd.to_datetime(frame["updated_at"], utc=True).astype(
         "datetime64[ns, UTC]"
     )
     return frame
+
+
+def _fill_optional(frame) -> None:
+    for column in CATALOGUE_COLUMNS[6:]:
+        if column not in frame.columns:
+            frame[column] = -1 if column in INT_COLUMNS else ""
+        if column == "source":
+            frame[column] = frame[column].where(frame[column] != "", frame["image_path"])
+        if column in INT_COLUMNS:
+            frame[column] = frame[column].fillna(-1).astype("int64")
+        else:
+            frame[column] = frame[column].fillna("").astype(str)
 
 
 def _write_parquet(frame, path: Path) -> None:
@@ -103,6 +138,7 @@ def upsert_catalogue(settings: Settings, rows):
     old = read_catalogue(settings) if settings.catalogue_path.exists() else empty_catalogue()
     known = old.set_index("item_id")
     rows = rows.copy()
+    _fill_optional(rows)
     for i, row in rows.iterrows():
         if row.item_id in known.index and known.at[row.item_id, "image_sha256"] == row.image_sha256:
             rows.at[i, "updated_at"] = known.at[row.item_id, "updated_at"]
@@ -151,6 +187,28 @@ def _read_metadata(directory: Path, metadata_csv: Path | None) -> dict[str, dict
     return out
 
 
+@dataclass
+class IntakeResult:
+    """What `add_collection` did: the folder's catalogue rows and one outcome per file."""
+
+    rows: object  # DataFrame: catalogue rows of every item the folder holds now
+    outcomes: list = field(default_factory=list)  # intake.Outcome
+    report_path: Path | None = None
+
+    def count(self, status: str) -> int:
+        return sum(1 for o in self.outcomes if o.status == status)
+
+    @property
+    def rejected(self) -> list:
+        return [o for o in self.outcomes if o.status == "rejected"]
+
+
+def limits(settings: Settings):
+    from flywheel.labelling.intake import Limits
+
+    return Limits(settings.card_size, settings.intake_max_pixels, settings.intake_pages)
+
+
 def add_images(
     settings: Settings,
     directory: Path,
@@ -159,63 +217,213 @@ def add_images(
     register: bool = True,
     progress=None,
 ):
-    """Add every PNG/JPEG under `directory` as an item; returns the catalogue rows added.
+    """`add_collection`, returning the catalogue rows; InputError when nothing was added."""
+    return add_collection(
+        settings, directory, metadata_csv, collection, register=register, progress=progress
+    ).rows
 
-    Raises InputError for a missing/empty folder, an unreadable image, a bad metadata CSV
-    or duplicate item ids.
+
+def add_collection(
+    settings: Settings,
+    directory: Path,
+    metadata_csv: Path | None = None,
+    collection: str | None = None,
+    register: bool = True,
+    progress=None,
+) -> IntakeResult:
+    """Take every image under `directory`; bad files are rejected with their reason.
+
+    Raises InputError for a missing folder, a bad metadata CSV, or when the folder yields
+    no item at all (the message names every rejected file and why).
     """
     import pandas as pd
-    from PIL import Image, UnidentifiedImageError
+
+    from flywheel.labelling import intake
 
     directory = Path(directory).expanduser().resolve()
     if not directory.is_dir():
         raise InputError(f"{directory} is not a folder of images")
-    files = sorted(
-        p for p in directory.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-    )
-    if not files:
-        raise InputError(f"{directory} holds no PNG or JPEG images")
+    files, outcomes = intake.scan(directory)
     collection = slug(collection or directory.name)
     meta = _read_metadata(directory, metadata_csv)
     dest_dir = items_dir(settings, collection)
-    dest_dir.mkdir(parents=True, exist_ok=True)
+    cards = set(os.listdir(dest_dir)) if dest_dir.is_dir() else set()
+    catalogue = read_catalogue(settings) if settings.catalogue_path.exists() else None
+    known = _known_sources(catalogue)
+    owner = {r.item_id: source for source, rows in known.items() for r in rows}
     today = date.today().isoformat()
     now = pd.Timestamp(datetime.now(UTC))
-    rows, seen = [], {}
-    for path in files:
-        rel = path.relative_to(directory).as_posix()
+    jobs, unchanged, seen, info_of = [], [], {}, {}
+    for found in files:
+        rel = found.rel
         info = meta.get(rel, {})
-        stem = path.with_suffix("").relative_to(directory).as_posix()
-        item_id = info.get("item_id") or f"{collection}-{slug(stem)}"
+        item_id = info.get("item_id") or f"{collection}-{intake.safe_id(found.stem)}"
+        if not intake.is_safe_id(item_id):
+            outcomes.append(
+                intake.Outcome(
+                    rel, "rejected", f"unsafe item id {item_id!r} (letters, digits, . _ -; no ..)"
+                )
+            )
+            continue
         if item_id in seen:
-            raise InputError(f"item id {item_id!r} is used by both {seen[item_id]} and {rel}")
+            outcomes.append(
+                intake.Outcome(
+                    rel, "rejected", f"item id {item_id!r} is also the id of {seen[item_id]}"
+                )
+            )
+            continue
+        source = found.path
+        if _taken(settings, owner.get(item_id), source):
+            outcomes.append(
+                intake.Outcome(
+                    rel,
+                    "rejected",
+                    f"item id {item_id!r} is already the id of {owner[item_id]} in the catalogue",
+                )
+            )
+            continue
         seen[item_id] = rel
-        try:
-            with Image.open(path) as img:
-                img.verify()
-        except (UnidentifiedImageError, OSError) as exc:
-            raise InputError(f"{path} is not a readable image ({exc})") from None
-        data = path.read_bytes()
-        dest = dest_dir / f"{item_id}{path.suffix.lower()}"
-        if dest != path and (not dest.exists() or dest.read_bytes() != data):
-            shutil.copyfile(path, dest)
-        rows.append(
-            {
-                "item_id": item_id,
-                "image_path": str(dest),
-                "collection": collection,
-                "accession_date": info.get("accession_date") or today,
-                "image_sha256": hashlib.sha256(data).hexdigest(),
-                "updated_at": now,
-            }
+        info_of[rel] = info
+        old = [  # this file's rows (several for the pages of a multi-page master)
+            r
+            for r in known.get(source, [])
+            if r.item_id == item_id or r.item_id.startswith(f"{item_id}-p")
+        ]
+        if old and all(
+            (r.source_size, r.source_mtime_ns) == (found.size, found.mtime_ns)
+            and os.path.basename(r.image_path) in cards
+            for r in old
+        ):
+            unchanged.extend(old)
+            outcomes.append(intake.Outcome(rel, "unchanged", item_id=item_id))
+            if progress:
+                progress()
+            continue
+        copy_to = ""
+        if settings.intake_copy_masters:
+            copy_to = str(settings.data_dir / "masters" / collection / f"{item_id}{found.suffix}")
+        jobs.append(intake.Job(source, rel, item_id, str(dest_dir), limits(settings), copy_to))
+    results = intake.run_jobs(jobs, intake.workers(settings), progress)
+    rows = []
+    for result in results:
+        for outcome in result:
+            if outcome.status == "added":
+                previous = owner.get(outcome.item_id)
+                if outcome.item_id in {r["item_id"] for r in rows}:
+                    outcome.status, outcome.reason = (
+                        "rejected",
+                        f"page item id {outcome.item_id!r} is taken by another file",
+                    )
+                    continue
+                outcome.status = "changed" if previous else "added"
+                info = info_of.get(outcome.file, {})
+                rows.append(
+                    {
+                        "item_id": outcome.item_id,
+                        "image_path": outcome.info["image_path"],
+                        "collection": collection,
+                        "accession_date": info.get("accession_date") or today,
+                        "image_sha256": outcome.info["image_sha256"],
+                        "updated_at": now,
+                        "source": outcome.info["source"],
+                        "source_size": outcome.info["source_size"],
+                        "source_mtime_ns": outcome.info["source_mtime_ns"],
+                        "page": outcome.page,
+                        "phash": outcome.info["phash"],
+                        "dup_group": "",
+                        "title": info.get("title", ""),
+                        "metadata": _extra_metadata(info),
+                        "rights": info.get("rights", ""),
+                    }
+                )
+            outcomes.append(outcome)
+    outcomes.sort(key=lambda o: (o.file, o.page))
+    return _finish(settings, collection, rows, unchanged, outcomes, register, directory, catalogue)
+
+
+def _finish(
+    settings, collection, rows, unchanged, outcomes, register, source, catalogue=None
+) -> IntakeResult:
+    """Upsert the new rows, group near-duplicates, register tasks, write the report."""
+    import pandas as pd
+
+    from flywheel.labelling.duplicates import assign_groups
+
+    report = write_report(settings, collection, outcomes)
+    if not rows and not unchanged:
+        lines = [f"  {o.file}: {o.reason}" for o in outcomes if o.status == "rejected"]
+        raise InputError(
+            f"nothing could be added from {source}"
+            + (":\n" + "\n".join(lines) if lines else ": it holds no images")
+            + f"\n(report: {report})"
         )
-        if progress:
-            progress()
     frame = pd.DataFrame(rows, columns=CATALOGUE_COLUMNS)
-    upsert_catalogue(settings, frame)
+    if rows or catalogue is None:
+        catalogue = upsert_catalogue(settings, frame) if rows else read_catalogue(settings)
+    if rows:
+        grouped = assign_groups(catalogue, settings.near_duplicate_bits)
+        if not grouped["dup_group"].equals(catalogue["dup_group"]):
+            _write_parquet(grouped[CATALOGUE_COLUMNS], settings.catalogue_path)
+            catalogue = grouped
+    ids = {r["item_id"] for r in rows} | {r.item_id for r in unchanged}
+    mine = catalogue[catalogue.item_id.isin(ids)].reset_index(drop=True)
     if register:
-        register_tasks(settings, frame)
-    return frame
+        register_tasks(settings, mine)
+    return IntakeResult(mine, outcomes, report)
+
+
+def write_report(settings: Settings, collection: str, outcomes) -> Path:
+    """The outcomes as `<home>/data/intake/<collection>.json` and `.csv`; returns the JSON."""
+    import csv
+    import json
+
+    folder = settings.data_dir / "intake"
+    folder.mkdir(parents=True, exist_ok=True)
+    records = [
+        {"file": o.file, "status": o.status, "item_id": o.item_id, "reason": o.reason}
+        for o in outcomes
+    ]
+    path = folder / f"{collection}.json"
+    path.write_text(json.dumps({"collection": collection, "files": records}))
+    with open(path.with_suffix(".csv"), "w", newline="") as fh:
+        writer = csv.DictWriter(fh, ["file", "status", "item_id", "reason"])
+        writer.writeheader()
+        writer.writerows(records)
+    return path
+
+
+def _known_sources(catalogue) -> dict[str, list]:
+    """Catalogue rows by their master's path (for the incremental re-run)."""
+    out: dict[str, list] = {}
+    if catalogue is None:
+        return out
+    for row in catalogue.itertuples(index=False):
+        out.setdefault(row.source, []).append(row)
+    return out
+
+
+def _extra_metadata(info: dict) -> str:
+    """Metadata CSV columns beyond the known ones, as JSON (`group` among them)."""
+    import json
+
+    extra = {
+        k: v
+        for k, v in info.items()
+        if k not in ("file", "item_id", "accession_date", "title", "rights") and v != ""
+    }
+    return json.dumps(extra, sort_keys=True) if extra else ""
+
+
+def _taken(settings: Settings, owner: str | None, source: str) -> bool:
+    """Whether an item id already belongs to another master that still exists."""
+    if owner is None or owner == source:
+        return False
+    if owner.startswith(("http://", "https://")):
+        return True
+    path = Path(owner)
+    return path.exists() and not path.resolve().is_relative_to(
+        (settings.data_dir / "items").resolve()
+    )
 
 
 def register_tasks(settings: Settings, rows) -> int:

@@ -51,10 +51,18 @@ def build_features(snapshot_id: str, out_path: str, settings: Settings | None = 
     s = _settings(settings)
     with timed(s, "build_features", snapshot_id=snapshot_id):
         built = features.build_features(s)
-        frame = features.training_set(read_snapshot(s, snapshot_id), s)
+        frame = features.training_set(_without_quarantined(s, read_snapshot(s, snapshot_id)), s)
         Path(out_path).parent.mkdir(parents=True, exist_ok=True)
         frame.to_parquet(out_path, index=False)
     return {"n_rows": len(frame), "new_feature_rows": int(getattr(built, "new_rows", 0) or 0)}
+
+
+def _without_quarantined(s: Settings, snapshot_frame):
+    """The label snapshot less the quarantined items (poison never stops a turn)."""
+    from flywheel.labelling.quarantine import quarantined_ids
+
+    held = quarantined_ids(s)
+    return snapshot_frame[~snapshot_frame["item_id"].astype(str).isin(held)]
 
 
 def read_training_set(path: str):
@@ -245,6 +253,47 @@ def _score_in_process(s: Settings, version: str, item_ids: list[str]) -> np.ndar
     return np.concatenate(out) if out else np.zeros((0, len(s.label_classes)), np.float32)
 
 
+def score_pool_isolated(
+    s: Settings, version: str, item_ids: list[str]
+) -> tuple[list[str], np.ndarray]:
+    """`score_pool`, but an item that cannot be scored is quarantined and left out.
+
+    The pool is scored at once; when that fails it is split in halves until the failing
+    items are found (a few extra calls per poison item). When every item fails the fault
+    is not in the items (a server is down): the first error is raised, nobody quarantined.
+    """
+    from flywheel.labelling import quarantine
+
+    kept, rows, poisoned, first_error = [], [], [], []
+
+    def score(ids: list[str]) -> None:
+        try:
+            rows.append(_checked(score_pool(s, version, ids), len(ids)))
+            kept.extend(ids)
+            return
+        except Exception as exc:  # noqa: BLE001 - narrowed down below
+            first_error.append(exc)
+            if len(ids) == 1:
+                poisoned.append((ids[0], "scoring", f"{type(exc).__name__}: {exc}", ""))
+                return
+        half = len(ids) // 2
+        score(ids[:half])
+        score(ids[half:])
+
+    score(list(item_ids))
+    if item_ids and not kept:
+        raise first_error[0]
+    quarantine.add_many(s, poisoned)
+    return kept, np.concatenate(rows) if rows else np.zeros((0, len(s.label_classes)))
+
+
+def _checked(probs: np.ndarray, n: int) -> np.ndarray:
+    probs = np.asarray(probs)
+    if probs.shape[0] != n or not np.isfinite(probs).all():
+        raise ValueError(f"scores of shape {probs.shape} for {n} items, or not finite")
+    return probs
+
+
 def select_for_labelling(
     champion_version: str | None,
     k: int,
@@ -255,17 +304,26 @@ def select_for_labelling(
     """Score the unlabelled pool (holdout items excluded: they are labelled once, for
     evaluation) and queue the `k` most uncertain with the champion's guess attached."""
     from flywheel import labelling
+    from flywheel.labelling import quarantine
+    from flywheel.labelling.acquisition import spread_near_duplicates
+    from flywheel.labelling.duplicates import near_duplicate_groups
 
     s = _settings(settings)
     champion_version = champion_version or current_champion(s)
     with timed(s, "select_for_labelling", model_version=champion_version) as rec:
-        pool = [i for i in labelling.unlabelled_items(s) if not is_holdout(i, s.holdout_fraction)]
+        held = quarantine.quarantined_ids(s)
+        pool = [
+            i
+            for i in labelling.unlabelled_items(s)
+            if not is_holdout(i, s.holdout_fraction) and i not in held
+        ]
         if not pool:
             rec.update(n_selected=0)
             _remember_selection(s, champion_version, [])
             return {"n_selected": 0, "item_ids": []}
-        probs = score_pool(s, champion_version, pool)
-        chosen = labelling.select_for_labelling(probs, pool, k, strategy, seed)
+        pool, probs = score_pool_isolated(s, champion_version, pool)
+        ranked = labelling.select_for_labelling(probs, pool, len(pool), strategy, seed)
+        chosen = spread_near_duplicates(ranked, near_duplicate_groups(s), k)
         index = {item: i for i, item in enumerate(pool)}
         chosen_probs = probs[[index[i] for i in chosen]]
         model_version = f"{s.model_name}-v{champion_version}"
