@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from flywheel.errors import InputError
-from flywheel.features.representation import representation
+from flywheel.features.representation import pixels, representation
 from flywheel.features.store import definitions, feature_store, offline_uri
 from flywheel.labelling.collection import read_catalogue
 from flywheel.settings import Settings
@@ -35,6 +35,8 @@ class BuildResult:
     new_rows: int  # offline rows appended by this run
     total_rows: int  # offline rows after this run
     seconds: float
+    embedding_rows: int = 0  # embedding rows appended (FLYWHEEL_REPRESENTATION=embedding)
+    representation_id: str = ""  # the backbone's representation id, when embedding
 
 
 # --- the offline parquet (local path or s3://) ---------------------------------------------
@@ -99,8 +101,10 @@ def new_feature_rows(
     todo = catalogue[catalogue["image_sha256"] != catalogue["item_id"].map(latest)]
     created = datetime.now(UTC)
     vectors = []
+    # with embeddings, the `pixels` rows keep the pixels; vectors go to item_embeddings
+    represent = pixels if settings.representation == "embedding" else representation
     for done, path in enumerate(todo["image_path"], start=1):
-        vectors.append(representation(path, settings))
+        vectors.append(represent(path, settings))
         if on_progress:
             on_progress(done, len(todo))
     columns = {
@@ -172,7 +176,16 @@ def build_features(settings: Settings, on_progress=None) -> BuildResult:
     began = time.monotonic()
     catalogue = read_catalogue(settings)
     new_rows, total, earliest = append_rows(settings, catalogue, on_progress)
+    embedded, rep, since = 0, "", None
+    if settings.representation == "embedding":
+        from flywheel.features import vectors
+
+        vectors.ensure_source(settings)
+        embedded, rep, since = vectors.append_embedding_rows(settings, catalogue, on_progress)
     apply(settings)
     if new_rows:
         materialize(settings, start=earliest)
-    return BuildResult(len(catalogue), new_rows, total, time.monotonic() - began)
+    if embedded:
+        vectors.materialize_embeddings(settings, since)
+    seconds = time.monotonic() - began
+    return BuildResult(len(catalogue), new_rows, total, seconds, embedded, rep)

@@ -223,9 +223,7 @@ def _download(spec: BackboneSpec) -> Path:
     if not spec.cache:
         raise SettingsError("no backbone cache directory (FLYWHEEL_BACKBONE_CACHE)")
     target = Path(spec.cache) / slug(spec.name)
-    print(
-        f"downloading the backbone {spec.name} once into {target}", file=sys.stderr, flush=True
-    )
+    print(f"downloading the backbone {spec.name} once into {target}", file=sys.stderr, flush=True)
     target.parent.mkdir(parents=True, exist_ok=True)
     hub = Path(spec.cache) / "hub"
     try:
