@@ -10,7 +10,8 @@ flywheel.features.embedding). So:
   other backbones stay as they are. `flywheel features build` calls it when
   FLYWHEEL_REPRESENTATION=embedding, then materializes the new rows.
 - `embedding_training_set(snapshot, settings, rep)`: the point-in-time join of the label
-  snapshot with the vectors of ONE representation (column `embedding`).
+  snapshot with the vectors of ONE representation (column `embedding`, with
+  `representation`, `backbone` and `weights_digest` columns that training records).
 - `online_embeddings(item_ids, settings, rep)`: the serving matrix of one representation;
   unknown ids raise UnknownItemsError.
 """
@@ -166,9 +167,8 @@ def embedding_training_set(snapshot_frame, settings: Settings, rep: str):
         }
     )
     store = store_for(settings)
-    joined = store.get_historical_features(
-        entity_df=entity_df, features=[f"{VIEW}:embedding"]
-    ).to_df()
+    refs = [f"{VIEW}:{f}" for f in ("embedding", "backbone", "weights_digest")]
+    joined = store.get_historical_features(entity_df=entity_df, features=refs).to_df()
     joined = joined.sort_values(ROW).set_index(ROW).reindex(range(len(frame)))
     absent = joined["embedding"].isna() if len(frame) else pd.Series([], dtype=bool)
     if absent.any():
@@ -179,6 +179,8 @@ def embedding_training_set(snapshot_frame, settings: Settings, rep: str):
     out = frame.copy()
     out["embedding"] = [np.asarray(v, dtype=np.float32) for v in joined["embedding"]]
     out["representation"] = rep
+    out["backbone"] = joined["backbone"].astype(str).to_numpy()
+    out["weights_digest"] = joined["weights_digest"].astype(str).to_numpy()
     return out
 
 
@@ -201,3 +203,13 @@ def online_embeddings(item_ids: Iterable[str], settings: Settings, rep: str) -> 
     if unknown:
         raise UnknownItemsError(unknown, f" under representation {rep}")
     return np.asarray(result["embedding"], dtype=np.float32)
+
+
+def vectors_for(item_ids: Iterable[str], settings: Settings, representation: str) -> np.ndarray:
+    """The online vectors a model trained on `representation` reads: `pixels` (the
+    item_features view) or a backbone's representation id (item_embeddings)."""
+    if representation in ("pixels", "", None):
+        from flywheel.features.retrieval import online_features
+
+        return online_features(item_ids, settings)
+    return online_embeddings(item_ids, settings, representation)

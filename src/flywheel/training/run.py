@@ -31,7 +31,7 @@ import torch
 
 from flywheel.errors import FlywheelError, InputError
 from flywheel.training.data import FlywheelData, Splits, prepare, synthetic
-from flywheel.training.model import ARCHS, Probabilities, build_model
+from flywheel.training.model import ARCHS, HEADS, Probabilities, build_head, build_model
 from flywheel.training.module import ClassifierModule, predict
 
 
@@ -40,6 +40,7 @@ class TrainConfig:
     """How to train. `arch=None` means `settings.model_arch`."""
 
     arch: str | None = None
+    mode: str | None = None  # scratch | head (None: settings.train_mode; auto by the frame)
     width: int | None = None
     lr: float = 3e-3
     weight_decay: float = 1e-4
@@ -64,9 +65,10 @@ class TrainConfig:
     root_dir: str | None = None  # checkpoints (default: <home>/training)
 
     def check(self) -> TrainConfig:
-        if self.arch is not None and self.arch not in ARCHS:
+        if self.arch is not None and self.arch not in ARCHS + HEADS:
             raise InputError(
-                f"unknown model architecture {self.arch!r}; choose one of {', '.join(ARCHS)}"
+                f"unknown model architecture {self.arch!r}; choose one of "
+                f"{', '.join(ARCHS + HEADS)}"
             )
         for name in ("lr", "batch_size", "max_epochs"):
             if getattr(self, name) <= 0:
@@ -173,17 +175,24 @@ class Throughput(L.Callback):
 
 
 def fit(
-    splits: Splits, config: TrainConfig, image_size: int, callbacks=(), root_dir: str | Path = "."
+    splits: Splits,
+    config: TrainConfig,
+    image_size: int,
+    callbacks=(),
+    root_dir: str | Path = ".",
+    model=None,
 ) -> Fitted:
-    """Train a classifier on `splits` with Lightning (no MLflow, no settings)."""
+    """Train a classifier on `splits` with Lightning (no MLflow, no settings). `model`:
+    a ready classifier (e.g. a head on embeddings); default: `config.arch` from scratch."""
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
     config.check()
     _quiet(config.progress)
     L.seed_everything(config.seed, workers=True, verbose=False)
-    model = build_model(
-        config.arch or "cnn", len(splits.classes), image_size, config.in_channels, config.width
-    )
+    if model is None:
+        model = build_model(
+            config.arch or "cnn", len(splits.classes), image_size, config.in_channels, config.width
+        )
     procs = layout(config.accelerator)
     if procs["accelerator"] == "gpu":
         torch.backends.cudnn.benchmark = True
@@ -285,31 +294,47 @@ def train(frame, settings, config: TrainConfig | None = None) -> TrainResult:
     Returns the TrainResult on every rank (run id, model URI and version on rank 0 only).
     """
     from flywheel.training import tracking
+    from flywheel.training.heads import head_setup
 
     config = _config_for(settings, config or TrainConfig())
     if not config.snapshot_id and "snapshot_id" in getattr(frame, "columns", ()) and len(frame):
         config = replace(config, snapshot_id=str(frame["snapshot_id"].iloc[0]))
-    d = settings.image_size**2 * config.in_channels
+    config, column, d, rep_info = head_setup(frame, settings, config)
     splits = prepare(
-        frame, list(settings.label_classes), d, settings.holdout_fraction, config.val_fraction
+        frame,
+        list(settings.label_classes),
+        d,
+        settings.holdout_fraction,
+        config.val_fraction,
+        column=column,
+    )
+    model = (
+        build_head(config.arch, d, len(splits.classes), config.width)
+        if config.mode == "head"
+        else None
     )
     if not config.track:
-        fitted = fit(splits, config, settings.image_size, root_dir=_root(settings, config))
+        fitted = fit(
+            splits, config, settings.image_size, root_dir=_root(settings, config), model=model
+        )
         return _evaluate_only(fitted, splits)
     tracking.check_tracking(settings.tracking_uri)
     run_id = None
     if rank() == 0:
         tracking.setup(settings)
         with tracking.run(
-            settings, f"train-{config.arch}", params(config, settings, splits), tags(config)
+            settings,
+            f"train-{config.arch}",
+            {**params(config, settings, splits), **rep_info},
+            {**tags(config), **rep_info},
         ) as run_id:
-            fitted = tracked_fit(splits, config, settings, run_id)
-            return finalize(fitted, splits, settings, config, run_id)
-    fitted = fit(splits, config, settings.image_size, root_dir=_root(settings, config))
+            fitted = tracked_fit(splits, config, settings, run_id, model)
+            return finalize(fitted, splits, settings, config, run_id, rep_info)
+    fitted = fit(splits, config, settings.image_size, root_dir=_root(settings, config), model=model)
     return _evaluate_only(fitted, splits, run_id)
 
 
-def tracked_fit(splits: Splits, config: TrainConfig, settings, run_id: str) -> Fitted:
+def tracked_fit(splits: Splits, config: TrainConfig, settings, run_id: str, model=None) -> Fitted:
     """`fit` with per-epoch metrics logged to the MLflow run `run_id`."""
     from flywheel.training import tracking
 
@@ -319,6 +344,7 @@ def tracked_fit(splits: Splits, config: TrainConfig, settings, run_id: str) -> F
         settings.image_size,
         root_dir=_root(settings, config),
         callbacks=[tracking.EpochMetrics(run_id, settings.tracking_uri)],
+        model=model,
     )
 
 
@@ -369,7 +395,12 @@ def _evaluate_only(fitted: Fitted, splits: Splits, run_id=None) -> TrainResult:
 
 
 def finalize(
-    fitted: Fitted, splits: Splits, settings, config: TrainConfig, run_id: str
+    fitted: Fitted,
+    splits: Splits,
+    settings,
+    config: TrainConfig,
+    run_id: str,
+    rep_info: dict | None = None,
 ) -> TrainResult:
     """Inside the active run: score the holdout, compare the champion, log, register."""
     import mlflow
@@ -388,7 +419,12 @@ def finalize(
     champion_acc = None
     if config.compare_champion:
         champion_acc, champion_version = tracking.champion_accuracy(
-            settings, hold.x, hold.y, splits.classes
+            settings,
+            hold.x,
+            hold.y,
+            splits.classes,
+            item_ids=hold.item_ids,
+            representation=(rep_info or {}).get("representation", "pixels"),
         )
         if champion_acc is not None:
             metrics["champion_holdout_accuracy"] = champion_acc
@@ -409,6 +445,7 @@ def finalize(
             "image_size": settings.image_size,
             "in_channels": config.in_channels,
             "snapshot_id": config.snapshot_id or "none",
+            **(rep_info or {"representation": "pixels"}),
         },
         settings.model_name if config.register else None,
     )
