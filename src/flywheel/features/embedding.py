@@ -207,7 +207,13 @@ def _load_state(model, path: Path) -> None:
     prefix = f"{getattr(model, 'base_model_prefix', '')}."
     if prefix != "." and state and all(k.startswith(prefix) for k in state):
         state = {k[len(prefix) :]: v for k, v in state.items()}
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # shapes that differ
+        raise SettingsError(
+            f"FLYWHEEL_BACKBONE_WEIGHTS={str(path)!r} does not fit FLYWHEEL_BACKBONE: "
+            f"{_first_line(exc)}"
+        ) from None
     if missing or unexpected:
         raise SettingsError(
             f"FLYWHEEL_BACKBONE_WEIGHTS={str(path)!r} does not fit FLYWHEEL_BACKBONE: "
