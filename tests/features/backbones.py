@@ -1,7 +1,10 @@
 """Tiny vision backbones that the tests write themselves (no machine here downloads weights).
 
-A DINOv2 of 32 hidden units, one layer, 8-pixel patches on 32-pixel inputs: ~20k weights,
-the same code path as `facebook/dinov2-small`.
+A ResNet of two basic stages (32 and 64 channels) on 32-pixel inputs: ~75k weights, the
+same code path (transformers AutoModel, pooled output) as `facebook/dinov2-small` or
+`microsoft/resnet-50`. Its random features already separate the digits well enough for a
+linear head to learn (about 0.65 holdout accuracy from 150 labels; a random tiny ViT's
+CLS token does not).
 """
 
 from __future__ import annotations
@@ -11,16 +14,15 @@ from pathlib import Path
 SIDE = 32
 
 
-def tiny_config():
-    from transformers import Dinov2Config
+def tiny_config(width: int = 32):
+    from transformers import ResNetConfig
 
-    return Dinov2Config(
-        hidden_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=64,
-        image_size=SIDE,
-        patch_size=8,
+    return ResNetConfig(
+        embedding_size=16,
+        hidden_sizes=[width, 64],
+        depths=[1, 1],
+        layer_type="basic",
+        downsample_in_first_stage=False,
     )
 
 
@@ -34,7 +36,7 @@ def tiny_model(seed: int):
 
 def config_dir(root: Path) -> Path:
     """A model directory with only config.json (the architecture, no weights)."""
-    folder = root / "tiny-dinov2"
+    folder = root / "tiny-resnet"
     tiny_config().save_pretrained(folder)
     return folder
 

@@ -34,20 +34,20 @@ def test_pretrained_reads_the_cache_offline(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     cache = tmp_path / "cache"
     model = backbones.tiny_model(seed=7)
-    model.save_pretrained(cache / "test-org--tiny-dinov2")  # as the one download leaves it
+    model.save_pretrained(cache / "test-org--tiny-resnet")  # as the one download leaves it
     settings = make_settings(
         tmp_path / "home",
         representation="embedding",
-        backbone="test-org/tiny-dinov2",
+        backbone="test-org/tiny-resnet",
         backbone_weights="pretrained",
         backbone_image_size=backbones.SIDE,
         backbone_cache=cache,
     )
     backbone = E.backbone_for(settings)
     assert backbone.digest == E.weights_digest(model)
-    assert backbone.representation_id == f"test-org--tiny-dinov2-32-{backbone.digest[:12]}"
+    assert backbone.representation_id == f"test-org--tiny-resnet-32-{backbone.digest[:12]}"
     vectors = E.embed_images([_png(1), _png(2)], settings)
-    assert vectors.shape == (2, 32) and vectors.dtype == np.float32
+    assert vectors.shape == (2, 64) and vectors.dtype == np.float32
     # nothing cached and no network: a clear settings error naming what to do
     E.load_backbone.cache_clear()
     missing = settings.model_copy(update={"backbone": "test-org/not-there"})
@@ -66,17 +66,16 @@ def test_path_loads_a_weights_file(tmp_path):
     assert backbone.digest == E.weights_digest(model)
     x = E.preprocess(digit_image(5), backbones.SIDE, backbone.mean, backbone.std)[None]
     with torch.inference_mode():
-        want = model(pixel_values=torch.from_numpy(x)).pooler_output.numpy()
+        want = model(pixel_values=torch.from_numpy(x)).pooler_output.reshape(1, -1).numpy()
     np.testing.assert_allclose(E.embed_images([digit_image(5)], settings), want, atol=1e-5)
 
     pt = tmp_path / "state.pt"
-    torch.save({f"dinov2.{k}": v for k, v in model.state_dict().items()}, pt)  # prefixed keys
+    torch.save({f"resnet.{k}": v for k, v in model.state_dict().items()}, pt)  # prefixed keys
     E.load_backbone.cache_clear()
     same = E.backbone_for(settings.model_copy(update={"backbone_weights": str(pt)}))
     assert same.digest == backbone.digest
 
-    other = backbones.tiny_config()
-    other.hidden_size = 48
+    other = backbones.tiny_config(width=48)
     from safetensors.torch import save_file
     from transformers import AutoModel
 

@@ -1,0 +1,182 @@
+"""Heads on a backbone's embeddings, against the real MLflow server and a real Feast store:
+training and registering with the representation recorded, and a backbone change that
+makes new features while the champion trained on the old ones keeps being served with
+them until a model on the new ones wins promotion on the same holdout."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from flywheel.features import embedding as E
+from flywheel.training.run import TrainConfig, train
+from tests.conftest import make_settings
+from tests.features import backbones
+from tests.features.catalogue import write_catalogue
+
+N_ITEMS = 150
+FAST = TrainConfig(max_epochs=15, patience=5, cpu_threads=1)
+
+
+def _snapshot(n: int) -> pd.DataFrame:
+    from sklearn.datasets import load_digits
+
+    target = load_digits().target
+    return pd.DataFrame(
+        {
+            "item_id": [f"digits-{i:04d}" for i in range(n)],
+            "label": [str(t) for t in target[:n]],
+            "annotated_at": pd.Timestamp(datetime(2026, 6, 1, tzinfo=UTC)),
+            "snapshot_id": "snap-heads",
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory):
+    """A real MLflow server of this module's own (these tests need no Label Studio)."""
+    from flywheel import services
+
+    settings = make_settings(tmp_path_factory.mktemp("heads") / "home")
+    try:
+        services.up(settings, ["mlflow"])
+        yield settings
+    finally:
+        services.down(settings)
+
+
+@pytest.fixture()
+def tracked(mlflow_server, tmp_path):
+    """The module's MLflow with a fresh registered-model name and experiment."""
+    import uuid
+
+    tag = uuid.uuid4().hex[:8]
+    return mlflow_server.model_copy(
+        update={
+            "model_name": f"test-heads-{tag}",
+            "mlflow_experiment": f"test-heads-{tag}",
+            "home": tmp_path / "home",
+        }
+    )
+
+
+@pytest.fixture()
+def embedded(tracked, tmp_path):
+    """The tracked settings on a tiny random backbone, its features built."""
+    from flywheel.features import build_features
+
+    E.load_backbone.cache_clear()
+    settings = tracked.model_copy(update=backbones.embedding_overrides(tmp_path / "bb"))
+    write_catalogue(settings, N_ITEMS)
+    build_features(settings)
+    return settings
+
+
+def test_head_trains_and_registers_with_its_representation(embedded):
+    from mlflow import MlflowClient
+
+    from flywheel.features import training_set
+    from flywheel.registry.representation import model_representation
+
+    settings = embedded
+    frame = training_set(_snapshot(N_ITEMS), settings)
+    result = train(frame, settings, FAST)
+    backbone = E.backbone_for(settings)
+    assert result.version == "1" and result.n_holdout > 0
+    assert result.holdout_accuracy > 0.2  # 10 classes: chance is 0.1
+    run = MlflowClient(settings.tracking_uri).get_run(result.run_id)
+    for record in (run.data.params, run.data.tags):
+        assert record["representation"] == backbone.representation_id
+        assert record["weights_digest"] == backbone.digest
+        assert record["backbone"] == settings.backbone
+        assert record["train_mode"] == "head"
+    assert run.data.params["arch"] == "linear"
+    assert run.data.params["feature_service"] == "item_embedding"
+    meta = model_representation(settings, result.version)
+    assert meta["representation"] == backbone.representation_id
+    assert meta["backbone_weights"] == "none" and int(meta["backbone_image_size"]) == 32
+    assert json.loads(run.data.params["classes"]) == [str(d) for d in range(10)]
+
+
+def test_mlp_head_and_mode_errors(embedded):
+    from flywheel.errors import InputError
+    from flywheel.features import training_set
+
+    frame = training_set(_snapshot(N_ITEMS), embedded)
+    result = train(frame, embedded, TrainConfig(arch="mlp", max_epochs=3, track=False))
+    assert result.n_train > 0
+    pixels_only = frame.drop(columns=["embedding"]).assign(pixels=None)
+    with pytest.raises(InputError, match="needs embedding vectors"):
+        train(pixels_only, embedded, TrainConfig(mode="head", track=False))
+    mixed = frame.copy()
+    mixed.loc[0, "representation"] = "another-backbone"
+    with pytest.raises(InputError, match="mixes vectors"):
+        train(mixed, embedded, TrainConfig(track=False))
+
+
+def test_backbone_change_keeps_the_old_champion_serving(embedded, tmp_path):
+    from mlflow import MlflowClient
+
+    from flywheel.features import build_features, training_set
+    from flywheel.features.vectors import online_embeddings
+    from flywheel.registry import promote, set_alias
+    from flywheel.serving.transformer import Transformer
+    from tests.features.test_embedding import _png
+
+    old = embedded
+    snapshot = _snapshot(N_ITEMS)
+    first = train(training_set(snapshot, old), old, FAST)
+    assert promote(old, first.version).promoted
+    rep_a = E.backbone_for(old).representation_id
+
+    # the team switches backbone: new features, under their own representation id
+    new = old.model_copy(update=backbones.embedding_overrides(tmp_path / "bb2", seed=11))
+    built = build_features(new)
+    rep_b = built.representation_id
+    assert rep_b != rep_a and built.embedding_rows == N_ITEMS
+
+    # the transformer (set up with the NEW backbone) still serves the champion's vectors
+    server = Transformer(new.model_name, new.model_copy(update={"champion_poll_s": 0}))
+    version, meta = server._champion_meta(refresh=True)
+    assert (version, meta["representation"]) == (first.version, rep_a)
+    ids = [("id", "digits-0003", None), ("id", "digits-0010", None)]
+    np.testing.assert_array_equal(
+        server._features(ids, meta), online_embeddings(["digits-0003", "digits-0010"], old, rep_a)
+    )
+    import base64
+
+    inline = [("image", None, base64.b64encode(_png(3)).decode())]
+    want = E.embed_images([_png(3)], old)  # backbone A, though settings now name B
+    np.testing.assert_allclose(server._features(inline, meta), want, atol=1e-6)
+
+    # a head on the new vectors: the champion is re-scored on ITS vectors, same holdout
+    second = train(training_set(snapshot, new), new, FAST)
+    run = MlflowClient(new.tracking_uri).get_run(second.run_id)
+    assert run.data.params["representation"] == rep_b
+    champion_score = run.data.metrics["champion_holdout_accuracy"]
+    assert champion_score == pytest.approx(first.holdout_accuracy)
+    decision = promote(new, second.version)
+    assert decision.promoted == (second.holdout_accuracy > first.holdout_accuracy)
+    expect = rep_b if decision.promoted else rep_a
+    assert server._champion_meta(refresh=True)[1]["representation"] == expect
+
+    set_alias(new, "champion", second.version)  # once the new one is champion: its vectors
+    version, meta = server._champion_meta(refresh=True)
+    assert (version, meta["representation"]) == (second.version, rep_b)
+    np.testing.assert_array_equal(
+        server._features(ids[:1], meta), online_embeddings(["digits-0003"], new, rep_b)
+    )
+
+
+def test_pixel_training_is_unchanged_with_embeddings_configured(tmp_path):
+    """A frame of pixels still trains from scratch (train mode auto)."""
+    from flywheel.training.heads import head_setup
+
+    settings = make_settings(tmp_path / "home", **backbones.embedding_overrides(tmp_path))
+    frame = pd.DataFrame({"item_id": ["a"], "label": ["1"], "pixels": [np.zeros(64)]})
+    config, column, d, info = head_setup(frame, settings, TrainConfig(arch="cnn"))
+    assert (config.mode, column, d, info["representation"]) == ("scratch", "pixels", 64, "pixels")
