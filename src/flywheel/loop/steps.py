@@ -271,7 +271,10 @@ def select_for_labelling(
             _remember_selection(s, champion_version, [])
             return {"n_selected": 0, "item_ids": []}
         probs = score_pool(s, champion_version, pool)
-        chosen = labelling.select_for_labelling(probs, pool, k, strategy, seed)
+        if strategy == "hybrid":
+            chosen = _select_hybrid(s, champion_version, probs, pool, k, seed)
+        else:
+            chosen = labelling.select_for_labelling(probs, pool, k, strategy, seed)
         index = {item: i for i, item in enumerate(pool)}
         chosen_probs = probs[[index[i] for i in chosen]]
         model_version = f"{s.model_name}-v{champion_version}"
@@ -280,6 +283,16 @@ def select_for_labelling(
         rec.update(n_selected=len(chosen), pool=len(pool))
         _remember_selection(s, champion_version, chosen)
     return {"n_selected": len(chosen), "item_ids": chosen}
+
+
+def _select_hybrid(s: Settings, version: str, probs, pool: list[str], k: int, seed: int):
+    """Hybrid acquisition on the vectors the champion reads (its representation)."""
+    from flywheel.features.vectors import vectors_for
+    from flywheel.labelling.acquisition import select_hybrid
+    from flywheel.registry.representation import model_representation
+
+    rep = model_representation(s, version)["representation"]
+    return select_hybrid(probs, vectors_for(pool, s, rep), pool, k, seed)
 
 
 def _remember_selection(s: Settings, version: str, chosen: list[str]) -> None:
