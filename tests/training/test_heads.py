@@ -180,3 +180,31 @@ def test_pixel_training_is_unchanged_with_embeddings_configured(tmp_path):
     frame = pd.DataFrame({"item_id": ["a"], "label": ["1"], "pixels": [np.zeros(64)]})
     config, column, d, info = head_setup(frame, settings, TrainConfig(arch="cnn"))
     assert (config.mode, column, d, info["representation"]) == ("scratch", "pixels", 64, "pixels")
+
+
+def test_finetune_trains_registers_and_serves_as_a_head(embedded):
+    """Backbone + head on images (Lightning); the fine-tuned backbone becomes a new
+    representation in Feast and the registered model is the head on its vectors."""
+    from pathlib import Path
+
+    from mlflow import MlflowClient
+
+    from flywheel.features import training_set
+    from flywheel.features.vectors import online_embeddings, representations
+    from flywheel.registry.representation import model_representation
+
+    settings = embedded
+    base = E.backbone_for(settings).representation_id
+    frame = training_set(_snapshot(N_ITEMS), settings)
+    config = TrainConfig(mode="finetune", max_epochs=2, patience=2, cpu_threads=1)
+    result = train(frame, settings, config)
+    meta = model_representation(settings, result.version)
+    assert meta["train_mode"] == "finetune" and meta["representation"] != base
+    assert Path(meta["backbone_weights"]).exists()
+    assert set(representations(settings)) == {base, meta["representation"]}
+    vectors = online_embeddings(["digits-0000", "digits-0149"], settings, meta["representation"])
+    assert vectors.shape == (2, 64)
+    run = MlflowClient(settings.tracking_uri).get_run(result.run_id)
+    assert run.data.params["base_backbone_weights"] == "none"
+    assert run.data.tags["representation"] == meta["representation"]
+    assert 0.0 <= result.holdout_accuracy <= 1.0 and result.n_holdout > 0

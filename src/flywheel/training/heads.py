@@ -3,6 +3,8 @@
 - `head` (the default when the frame carries `embedding` vectors, i.e. with
   FLYWHEEL_REPRESENTATION=embedding): a linear probe or a small MLP (`HEADS`) trained on
   one backbone's vectors; seconds on a CPU.
+- `finetune`: the backbone and a head trained together on the items' images
+  (flywheel.training.finetune); served as a head on the fine-tuned backbone's vectors.
 - `scratch`: today's models (`ARCHS`) trained from random initialisation on `pixels`.
 
 FLYWHEEL_TRAIN_MODE (or `TrainConfig.mode`) forces one. A model trained on embeddings
@@ -54,8 +56,18 @@ def head_setup(frame, settings, config):
         arch = config.arch if config.arch in HEADS else "linear"
         config = replace(config, mode="head", arch=arch, feature_service="item_embedding")
         return config, "embedding", d, info
+    if mode == "finetune":
+        from flywheel.training.finetune import finetune_config
+
+        config = finetune_config(replace(config, mode="finetune", feature_service="item_embedding"))
+        info = {
+            "train_mode": "finetune",
+            "base_backbone": settings.backbone,
+            "base_backbone_weights": settings.backbone_weights,
+        }
+        return config, "images", 0, info  # d: set from the backbone (training.finetune)
     if mode != "scratch":
-        raise InputError(f"unknown train mode {mode!r}; choose head or scratch")
+        raise InputError(f"unknown train mode {mode!r}; choose head, finetune or scratch")
     if config.arch in HEADS:
         raise InputError(f"{config.arch!r} is a head for embeddings; use train mode head")
     rep = settings.representation if settings.representation != "embedding" else "pixels"

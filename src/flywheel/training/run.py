@@ -300,6 +300,11 @@ def train(frame, settings, config: TrainConfig | None = None) -> TrainResult:
     if not config.snapshot_id and "snapshot_id" in getattr(frame, "columns", ()) and len(frame):
         config = replace(config, snapshot_id=str(frame["snapshot_id"].iloc[0]))
     config, column, d, rep_info = head_setup(frame, settings, config)
+    if config.mode == "finetune":
+        from flywheel.training import finetune
+
+        frame, backbone = finetune.image_frame(frame, settings)
+        d = 3 * backbone.spec.image_size**2
     splits = prepare(
         frame,
         list(settings.label_classes),
@@ -308,11 +313,11 @@ def train(frame, settings, config: TrainConfig | None = None) -> TrainResult:
         config.val_fraction,
         column=column,
     )
-    model = (
-        build_head(config.arch, d, len(splits.classes), config.width)
-        if config.mode == "head"
-        else None
-    )
+    model = None
+    if config.mode == "head":
+        model = build_head(config.arch, d, len(splits.classes), config.width)
+    elif config.mode == "finetune":
+        model = finetune.build(backbone, len(splits.classes))
     if not config.track:
         fitted = fit(
             splits, config, settings.image_size, root_dir=_root(settings, config), model=model
@@ -329,9 +334,30 @@ def train(frame, settings, config: TrainConfig | None = None) -> TrainResult:
             {**tags(config), **rep_info},
         ) as run_id:
             fitted = tracked_fit(splits, config, settings, run_id, model)
+            if config.mode == "finetune":
+                fitted, splits, rep_info = _publish_finetuned(fitted, splits, settings)
             return finalize(fitted, splits, settings, config, run_id, rep_info)
     fitted = fit(splits, config, settings.image_size, root_dir=_root(settings, config), model=model)
     return _evaluate_only(fitted, splits, run_id)
+
+
+def _publish_finetuned(fitted: Fitted, splits: Splits, settings):
+    """Fine-tuned backbone -> new vectors in Feast -> the head on them, as a head model."""
+    import mlflow
+
+    from flywheel.training import finetune
+
+    tuned, path, info = finetune.publish(settings, fitted.module.model)
+    mlflow.log_artifact(str(path), artifact_path="backbone")
+    mlflow.log_params({k: v for k, v in info.items() if k != "train_mode"})
+    mlflow.set_tags(info)
+    head = fitted.module.model.head
+    module = ClassifierModule(head, splits.class_weights())
+    return (
+        replace(fitted, module=module),
+        finetune.head_splits(splits, tuned, info["representation"]),
+        info,
+    )
 
 
 def tracked_fit(splits: Splits, config: TrainConfig, settings, run_id: str, model=None) -> Fitted:
