@@ -95,6 +95,7 @@ def test_head_trains_and_registers_with_its_representation(embedded):
         assert record["backbone"] == settings.backbone
         assert record["train_mode"] == "head"
     assert run.data.params["arch"] == "linear"
+    assert run.data.params["warm_start_from"] == "none"  # no champion yet
     assert run.data.params["feature_service"] == "item_embedding"
     meta = model_representation(settings, result.version)
     assert meta["representation"] == backbone.representation_id

@@ -7,11 +7,15 @@
   (flywheel.training.finetune); served as a head on the fine-tuned backbone's vectors.
 - `scratch`: today's models (`ARCHS`) trained from random initialisation on `pixels`.
 
-FLYWHEEL_TRAIN_MODE (or `TrainConfig.mode`) forces one. A model trained on embeddings
-records the representation id, the backbone, its weights digest and how to rebuild the
-backbone (weights spec, input side) as run params, run tags and model metadata, so the
-servers fetch and compute the same vectors for it, and a champion on another representation
-is re-scored on its own vectors of the same holdout items.
+FLYWHEEL_TRAIN_MODE (or `TrainConfig.mode`) forces one. A head starts from the champion's
+head when that is a head of the same arch on the same representation and classes
+(`warm_start`; the run's param `warm_start_from` names the version, or `none`).
+
+A model trained on embeddings records the representation id, the backbone, its weights
+digest and how to rebuild the backbone (weights spec, input side) as run params, run tags
+and model metadata, so the servers fetch and compute the same vectors for it, and a
+champion on another representation is re-scored on its own vectors of the same holdout
+items.
 """
 
 from __future__ import annotations
@@ -81,3 +85,33 @@ def head_setup(frame, settings, config):
             "train_mode": "scratch",
         },
     )
+
+
+def warm_start(head, settings, info: dict, arch: str, classes: list[str]) -> str | None:
+    """Start `head` from the champion's weights where it fits: a head of the same arch on
+    the same representation and classes. Returns the champion version used, or None."""
+    import mlflow
+
+    from flywheel.registry.representation import champion_representation
+
+    try:
+        version, meta = champion_representation(settings)
+        fits = (
+            version is not None
+            and meta.get("train_mode") == "head"
+            and meta.get("representation") == info.get("representation")
+            and meta.get("arch") == arch
+            and meta.get("classes") == classes
+        )
+        if not fits:
+            return None
+        mlflow.set_registry_uri(settings.tracking_uri)
+        champion = mlflow.pytorch.load_model(f"models:/{settings.model_name}/{version}")
+        prefix = "classifier."
+        state = {
+            k[len(prefix) :]: v for k, v in champion.state_dict().items() if k.startswith(prefix)
+        }
+        head.load_state_dict(state, strict=True)
+        return version
+    except Exception:  # noqa: BLE001 - no registry, other layout: start from scratch
+        return None

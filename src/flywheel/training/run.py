@@ -59,6 +59,7 @@ class TrainConfig:
     track: bool = True  # MLflow logging and registering (rank 0)
     register: bool = True
     compare_champion: bool = True
+    warm_start: bool = True  # a head starts from the champion's head where it fits
     snapshot_id: str = ""
     feature_service: str = ""
     throughput_warmup: int = 10
@@ -315,7 +316,13 @@ def train(frame, settings, config: TrainConfig | None = None) -> TrainResult:
     )
     model = None
     if config.mode == "head":
+        from flywheel.training.heads import warm_start
+
         model = build_head(config.arch, d, len(splits.classes), config.width)
+        if config.track and config.warm_start:
+            rep_info["warm_start_from"] = str(
+                warm_start(model, settings, rep_info, config.arch, splits.classes) or "none"
+            )
     elif config.mode == "finetune":
         model = finetune.build(backbone, len(splits.classes))
     if not config.track:
