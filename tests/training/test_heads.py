@@ -155,7 +155,8 @@ def test_backbone_change_keeps_the_old_champion_serving(embedded, tmp_path):
     np.testing.assert_allclose(server._features(inline, meta), want, atol=1e-6)
 
     # a head on the new vectors: the champion is re-scored on ITS vectors, same holdout
-    second = train(training_set(snapshot, new), new, FAST)
+    frame_b = training_set(snapshot, new)
+    second = train(frame_b, new, FAST)
     run = MlflowClient(new.tracking_uri).get_run(second.run_id)
     assert run.data.params["representation"] == rep_b
     champion_score = run.data.metrics["champion_holdout_accuracy"]
@@ -171,6 +172,10 @@ def test_backbone_change_keeps_the_old_champion_serving(embedded, tmp_path):
     np.testing.assert_array_equal(
         server._features(ids[:1], meta), online_embeddings(["digits-0003"], new, rep_b)
     )
+    # the next head on the same vectors starts from the champion's head
+    third = train(frame_b, new, FAST)
+    params = MlflowClient(new.tracking_uri).get_run(third.run_id).data.params
+    assert params["warm_start_from"] == second.version
 
 
 def test_pixel_training_is_unchanged_with_embeddings_configured(tmp_path):

@@ -13,6 +13,7 @@ from __future__ import annotations
 def model_representation(settings, version: str) -> dict:
     import mlflow
 
+    mlflow.set_tracking_uri(settings.tracking_uri)  # the model's files come through it
     mlflow.set_registry_uri(settings.tracking_uri)
     info = mlflow.models.get_model_info(f"models:/{settings.model_name}/{version}")
     meta = dict(info.metadata or {})

@@ -148,6 +148,10 @@ class Transformer(kserve.Model):
                     self._champion = found
             except Exception as exc:  # noqa: BLE001 - MLflow down: keep what we know
                 log.warning("cannot read the champion's representation: %s", exc)
+                if self._champion[0] is None:  # never guess which vectors to send
+                    raise ModelNotReady(
+                        self.name, f"cannot read the champion's representation: {exc}"
+                    ) from None
             self._champion_at = now
         return self._champion
 
