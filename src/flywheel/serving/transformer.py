@@ -434,6 +434,9 @@ def main(argv: list[str] | None = None) -> None:
 
     args = server.parse_args(argv)
     settings = get_settings()
+    # the champion's representation is read from MLflow: fail fast when it is down
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
     host = args.predictor_host or f"{settings.host}:{settings.predictor_port}"
     config = PredictorConfig(
         predictor_host=host,
