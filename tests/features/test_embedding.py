@@ -130,3 +130,46 @@ def test_build_stores_the_vector_that_serving_computes(tmp_path):
         online_embeddings(["digits-0003", "digits-0007"], settings, rep_a), stored
     )
     assert not np.allclose(online_embeddings(["digits-0003"], settings, rep_b), stored[0])
+
+
+def test_features_get_json_prints_the_stored_vectors(tmp_path):
+    """`flywheel features get ITEM... --json`: pixels, metadata and, with embeddings, the
+    configured backbone's vector and representation id; unknown ids: exit 2, one line."""
+    import json
+    import subprocess
+    import sys
+
+    from flywheel.features import build_features
+    from flywheel.features.vectors import online_embeddings
+    from tests.conftest import ROOT, settings_env
+
+    settings = make_settings(tmp_path / "home", **backbones.embedding_overrides(tmp_path))
+    write_catalogue(settings, 4)
+    rep = build_features(settings).representation_id
+    flywheel = [sys.executable, "-m", "flywheel.cli", "features", "get"]
+    env = settings_env(settings)
+    out = subprocess.run(
+        [*flywheel, "digits-0001", "digits-0002", "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    rows = json.loads(out.stdout)
+    assert list(rows) == ["digits-0001", "digits-0002"]
+    assert rows["digits-0001"]["representation"] == rep
+    assert len(rows["digits-0001"]["pixels"]) == 64 and rows["digits-0001"]["collection"]
+    np.testing.assert_allclose(
+        rows["digits-0002"]["embedding"], online_embeddings(["digits-0002"], settings, rep)[0]
+    )
+    bad = subprocess.run(
+        [*flywheel, "nope-1", "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=300,
+    )
+    assert bad.returncode != 0 and "nope-1" in bad.stdout + bad.stderr
