@@ -524,7 +524,12 @@ def parser() -> argparse.ArgumentParser:
     src.add_argument("--snapshot", help="label snapshot parquet (features joined)")
     src.add_argument("--frame", help="parquet with item_id, label, pixels")
     src.add_argument("--synthetic", type=int, metavar="N", help="N random items (throughput)")
-    p.add_argument("--arch", choices=ARCHS)
+    p.add_argument("--arch", choices=ARCHS + HEADS)
+    p.add_argument(
+        "--mode",
+        choices=["scratch", "head", "finetune"],
+        help="default: FLYWHEEL_TRAIN_MODE (auto: head on embeddings, scratch on pixels)",
+    )
     p.add_argument("--width", type=int)
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--batch-size", type=int, default=64)
@@ -553,6 +558,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     config = TrainConfig(
         arch=args.arch,
+        mode=args.mode,
         width=args.width,
         lr=args.lr,
         batch_size=args.batch_size,
