@@ -72,7 +72,22 @@ def image_frame(frame, settings):
 def build(backbone, n_classes: int) -> FinetuneClassifier:
     head = nn.Sequential(nn.LayerNorm(backbone.dim), nn.Linear(backbone.dim, n_classes))
     model = copy.deepcopy(backbone.model).cpu().float().train()
-    return FinetuneClassifier(model, head, backbone.spec.image_size)
+    classifier = FinetuneClassifier(model, head, backbone.spec.image_size)
+    _freeze_unused(classifier)
+    return classifier
+
+
+def _freeze_unused(model: nn.Module) -> None:
+    """Weights the classification forward never uses (e.g. DINOv2's mask token) get no
+    gradient: DDP refuses parameters that take no part in the loss."""
+    side = model.side
+    model.eval()  # no batch-norm statistics updated by the probe
+    model(torch.zeros(2, 3, side, side)).sum().backward()
+    model.train()
+    for param in model.parameters():
+        if param.grad is None:
+            param.requires_grad_(False)
+    model.zero_grad(set_to_none=True)
 
 
 def publish(settings, model: FinetuneClassifier) -> tuple[object, Path, dict]:
