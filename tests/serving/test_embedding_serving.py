@@ -23,8 +23,9 @@ N_ITEMS = 60
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory):
-    """MLflow, a head trained on a tiny backbone's vectors as champion, and both servers."""
+def served(tmp_path_factory, stack):
+    """The session's MLflow, a head trained on a tiny backbone's vectors as champion, and
+    both model servers supervised from a home of their own."""
     from flywheel.features import build_features, training_set
     from flywheel.registry import promote
     from flywheel.training.run import TrainConfig, train
@@ -35,11 +36,11 @@ def served(tmp_path_factory):
         root / "home",
         model_name=f"emb-serving-{uuid.uuid4().hex[:6]}",
         champion_poll_s=1.0,
+        mlflow_tracking_uri=stack.tracking_uri,
         **backbones.embedding_overrides(root / "bb"),
     )
     catalogue = write_catalogue(settings, N_ITEMS)
     try:
-        services.up(settings, ["mlflow"])
         build_features(settings)
         frame = training_set(_snapshot(N_ITEMS), settings)
         result = train(frame, settings, TrainConfig(max_epochs=5, cpu_threads=1))

@@ -36,37 +36,10 @@ def _snapshot(n: int) -> pd.DataFrame:
     )
 
 
-@pytest.fixture(scope="module")
-def mlflow_server(tmp_path_factory):
-    """A real MLflow server of this module's own (these tests need no Label Studio)."""
-    from flywheel import services
-
-    settings = make_settings(tmp_path_factory.mktemp("heads") / "home")
-    try:
-        services.up(settings, ["mlflow"])
-        yield settings
-    finally:
-        services.down(settings)
-
-
-@pytest.fixture()
-def tracked(mlflow_server, tmp_path):
-    """The module's MLflow with a fresh registered-model name and experiment."""
-    import uuid
-
-    tag = uuid.uuid4().hex[:8]
-    return mlflow_server.model_copy(
-        update={
-            "model_name": f"test-heads-{tag}",
-            "mlflow_experiment": f"test-heads-{tag}",
-            "home": tmp_path / "home",
-        }
-    )
-
-
 @pytest.fixture()
 def embedded(tracked, tmp_path):
-    """The tracked settings on a tiny random backbone, its features built."""
+    """The session's MLflow (`tracked`, tests/training/conftest.py) on a tiny random
+    backbone, its features built."""
     from flywheel.features import build_features
 
     E.load_backbone.cache_clear()
