@@ -54,3 +54,41 @@ item_classifier = FeatureService(
     name=os.environ.get("FLYWHEEL_FEATURE_SERVICE") or "item_classifier",
     features=[item_features[["pixels"]]],
 )
+
+
+# --- embeddings: one view for the vectors of every backbone ---------------------------------
+# A row is keyed by `item_rep` = "<representation id>/<item id>" (flywheel.features.embedding:
+# the backbone, its input side and its weights digest), so vectors of two backbones are
+# never mixed: a new backbone adds rows under its own id and a model trained on the old
+# one keeps reading its own. `representation`, `backbone` and `weights_digest` travel with
+# every vector.
+item_representation = Entity(
+    name="item_representation", join_keys=["item_rep"], value_type=ValueType.STRING
+)
+
+embedding_source = FileSource(
+    name="embedding_source",
+    path=os.environ.get("FLYWHEEL_FEAST_EMBEDDINGS_URI")
+    or _env("FLYWHEEL_FEAST_OFFLINE_URI").rsplit("/", 1)[0] + "/embeddings.parquet",
+    timestamp_field="event_timestamp",
+    created_timestamp_column="created",
+    s3_endpoint_override=os.environ.get("FLYWHEEL_FEAST_S3_ENDPOINT") or None,
+)
+
+item_embeddings = FeatureView(
+    name="item_embeddings",
+    entities=[item_representation],
+    ttl=timedelta(0),
+    schema=[
+        Field(name="embedding", dtype=Array(Float32)),
+        Field(name="representation", dtype=String),
+        Field(name="backbone", dtype=String),
+        Field(name="weights_digest", dtype=String),
+        Field(name="image_sha256", dtype=String),
+    ],
+    online=True,
+    source=embedding_source,
+)
+
+# What a head trained on embeddings consumes (its representation id picks the rows).
+item_embedding = FeatureService(name="item_embedding", features=[item_embeddings[["embedding"]]])

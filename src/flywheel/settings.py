@@ -93,7 +93,25 @@ class Settings(BaseSettings):
     feature_service: str = Field("item_classifier", description="Feast feature service.")
     image_size: int = Field(8, ge=2, le=512, description="Side of the pixel representation.")
     representation: str = Field(
-        "pixels", description='Item representation: "pixels" or "module:function".'
+        "pixels",
+        description='Item representation: "pixels", "embedding" or "module:function".',
+    )
+    # The embedding representation (flywheel.features.embedding): a Hugging Face vision model.
+    backbone: str = Field(
+        "facebook/dinov2-small",
+        description="Vision backbone: a Hugging Face model id or a local model directory.",
+    )
+    backbone_weights: str = Field(
+        "pretrained",
+        description="pretrained (download once into the cache) | none (random) | PATH (file/dir).",
+    )
+    backbone_image_size: int = Field(224, ge=8, le=1024, description="Backbone input side.")
+    backbone_batch: int = Field(32, ge=1, description="Images per backbone forward.")
+    backbone_cache: Path | None = Field(
+        None, description="Downloaded backbones (default: <home>/cache/backbones)."
+    )
+    train_mode: Literal["auto", "scratch", "head", "finetune"] = Field(
+        "auto", description="auto: head on embeddings, scratch on pixels."
     )
     # Cluster stores (dev box: sqlite and parquet under <home>/data/feast/).
     feast_registry_url: str | None = Field(None, description="SQL registry (SQLAlchemy URL).")
@@ -133,7 +151,7 @@ class Settings(BaseSettings):
     kfp_host: str | None = Field(None, description="Kubeflow Pipelines API endpoint.")
     kfp_experiment: str = "flywheel"
     labels_per_turn: int = Field(50, ge=1, description="Items sent to labelling per turn.")
-    acquisition: Literal["least_confidence", "margin", "entropy", "random"] = "margin"
+    acquisition: Literal["least_confidence", "margin", "entropy", "random", "hybrid"] = "margin"
     train_gpus: int = Field(0, ge=0, description="GPUs for the train step on the cluster.")
     train_accelerator: str = Field("nvidia.com/gpu", description="Accelerator resource name.")
     train_node_selector: dict[str, str] = Field(

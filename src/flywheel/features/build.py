@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from flywheel.errors import InputError
-from flywheel.features.representation import representation
+from flywheel.features.representation import pixels, representation
 from flywheel.features.store import definitions, feature_store, offline_uri
 from flywheel.labelling.collection import read_catalogue
 from flywheel.settings import Settings
@@ -38,6 +38,8 @@ class BuildResult:
     new_rows: int  # offline rows appended by this run
     total_rows: int  # offline rows after this run
     seconds: float
+    embedding_rows: int = 0  # embedding rows appended (FLYWHEEL_REPRESENTATION=embedding)
+    representation_id: str = ""  # the backbone's representation id, when embedding
 
 
 # --- the offline parquet (local path or s3://) ---------------------------------------------
@@ -95,8 +97,10 @@ def _one_vector(job: tuple[str, Settings]):
     import numpy as np
 
     path, settings = job
+    # with embeddings, the `pixels` rows keep the pixels; vectors go to item_embeddings
+    represent = pixels if settings.representation == "embedding" else representation
     try:
-        vector = representation(path, settings)
+        vector = represent(path, settings)
     except Exception as exc:  # noqa: BLE001 - any failure of one item quarantines that item
         return None, f"{type(exc).__name__}: {exc}"
     if not np.isfinite(vector).all():
@@ -236,7 +240,16 @@ def build_features(settings: Settings, on_progress=None) -> BuildResult:
     began = time.monotonic()
     catalogue = read_catalogue(settings)
     new_rows, total, earliest = append_rows(settings, catalogue, on_progress)
+    embedded, rep, since = 0, "", None
+    if settings.representation == "embedding":
+        from flywheel.features import vectors
+
+        vectors.ensure_source(settings)
+        embedded, rep, since = vectors.append_embedding_rows(settings, catalogue, on_progress)
     apply(settings)
     if new_rows:
         materialize(settings, start=earliest)
-    return BuildResult(len(catalogue), new_rows, total, time.monotonic() - began)
+    if embedded:
+        vectors.materialize_embeddings(settings, since)
+    seconds = time.monotonic() - began
+    return BuildResult(len(catalogue), new_rows, total, seconds, embedded, rep)

@@ -3,12 +3,13 @@
 flywheel features build            catalogue -> offline rows -> apply -> materialize
 flywheel features apply            register feature_repo/'s definitions
 flywheel features materialize      offline -> online, incrementally
-flywheel features get ITEM...      online features of items (-f NAME to choose)
+flywheel features get ITEM...      online features of items (-f NAME to choose, --json)
 flywheel features env              `export` lines for running `feast` by hand
 """
 
 from __future__ import annotations
 
+import json
 import shlex
 from typing import Annotated
 
@@ -78,12 +79,22 @@ def get(
         list[str] | None,
         typer.Option("-f", "--feature", help="Feature name (repeat; default: all)."),
     ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print JSON: {item id: {feature: value}}.")
+    ] = False,
 ) -> None:
-    """Print the online features of ITEMS."""
+    """Print the online features of ITEMS (with embeddings: the configured backbone's too)."""
     from flywheel.features.retrieval import online_lookup
 
+    settings = get_settings()
     names = feature or ["pixels", "collection", "accession_date", "image_sha256"]
-    rows = online_lookup(items, get_settings(), names)
+    rows = online_lookup(items, settings, names)
+    if settings.representation == "embedding" and not feature:
+        rows, names = _with_embedding(rows, names, settings)
+    if as_json:
+        out = {item: {n: rows[n][i] for n in names} for i, item in enumerate(rows["item_id"])}
+        print(json.dumps(out))
+        return
     table = Table("item_id", *names)
     for i, item in enumerate(rows["item_id"]):
         table.add_row(item, *(_show(rows[n][i]) for n in names))
@@ -101,6 +112,17 @@ def env() -> None:
     values = {**feast_env(settings), "FEAST_FS_YAML_FILE_PATH": str(yaml_path(settings))}
     for key, value in values.items():
         print(f"export {key}={shlex.quote(value)}")
+
+
+def _with_embedding(rows: dict, names: list[str], settings) -> tuple[dict, list[str]]:
+    """Add the configured backbone's vectors (`embedding`) and their `representation`."""
+    from flywheel.features.embedding import backbone_for
+    from flywheel.features.vectors import online_embeddings
+
+    rep = backbone_for(settings).representation_id
+    vectors = online_embeddings(rows["item_id"], settings, rep)
+    rows = {**rows, "embedding": vectors.tolist(), "representation": [rep] * len(vectors)}
+    return rows, [*names, "embedding", "representation"]
 
 
 def _show(value) -> str:

@@ -3,8 +3,10 @@
 Training (through the feature store) and serving (a base64 image sent to the
 transformer) both call `representation`, so they cannot drift apart. The demo
 representation is `pixels`: grey levels, box-filtered down to `settings.image_size`
-squared, scaled to [0, 1]. A user puts an embedding model here by setting
-FLYWHEEL_REPRESENTATION=module:function, a function (image, settings) -> 1-d array.
+squared, scaled to [0, 1]. `embedding` is a vision backbone's vector
+(flywheel.features.embedding; those vectors live in their own feature view). A user
+puts another model here by setting FLYWHEEL_REPRESENTATION=module:function, a function
+(image, settings) -> 1-d array.
 """
 
 from __future__ import annotations
@@ -48,7 +50,14 @@ def pixels(image: ImageLike, settings: Settings | None = None, size: int | None 
     return np.asarray(img, dtype=np.float32).reshape(-1) / 255.0
 
 
-BUILTIN: dict[str, Representation] = {"pixels": pixels}
+def embedding(image: ImageLike, settings: Settings | None = None) -> np.ndarray:
+    """A vision backbone's vector of the image (flywheel.features.embedding)."""
+    from flywheel.features.embedding import embedding as embed
+
+    return embed(image, settings)
+
+
+BUILTIN: dict[str, Representation] = {"pixels": pixels, "embedding": embedding}
 
 
 @lru_cache(maxsize=8)

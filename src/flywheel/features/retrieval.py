@@ -88,9 +88,17 @@ def training_set(snapshot_frame, settings: Settings):
     """The snapshot's rows and columns plus the feature service's features (point in time).
 
     `pixels` holds one float32 vector per row. Rows whose item had no features at
-    `annotated_at` raise UnknownItemsError.
+    `annotated_at` raise UnknownItemsError. With FLYWHEEL_REPRESENTATION=embedding the
+    rows get `embedding` (the configured backbone's vectors) and `representation` instead.
     """
     import pandas as pd
+
+    if settings.representation == "embedding":
+        from flywheel.features.embedding import backbone_for
+        from flywheel.features.vectors import embedding_training_set
+
+        rep = backbone_for(settings).representation_id
+        return embedding_training_set(snapshot_frame, settings, rep)
 
     missing = [c for c in ("item_id", "annotated_at") if c not in snapshot_frame.columns]
     if missing:

@@ -32,6 +32,11 @@ def offline_uri(settings: Settings) -> str:
     return settings.feast_offline_uri or str(feast_dir(settings) / OFFLINE_FILE)
 
 
+def embeddings_uri(settings: Settings) -> str:
+    """The embedding rows (feature view item_embeddings), beside the offline feature history."""
+    return offline_uri(settings).rsplit("/", 1)[0] + "/embeddings.parquet"
+
+
 def yaml_path(settings: Settings) -> Path:
     name = "feature_store.yaml" if settings.mode == "local" else "feature_store.cluster.yaml"
     return settings.feature_repo / name

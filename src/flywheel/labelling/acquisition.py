@@ -12,6 +12,10 @@ a model's class probabilities `[n, n_classes]` for the unlabelled pool:
 
 The k items with the highest score are returned, most uncertain first; equal scores are
 broken by item id (ascending), so the same inputs always give the same list.
+
+`select_hybrid` (FLYWHEEL_ACQUISITION=hybrid) also looks at each item's vector: margin
+uncertainty within k-means clusters, never two near-duplicates in a batch; `diverse_seed`
+picks a cold-start seed set spread over the collection (see the section below).
 """
 
 from __future__ import annotations
@@ -91,3 +95,108 @@ def spread_near_duplicates(ranked: Sequence[str], groups: dict[str, str], k: int
             taken.add(group)
         chosen.append(item_id)
     return chosen
+# --- hybrid: uncertainty within diversity (needs each item's vector) -------------------------
+#
+# `select_hybrid(probabilities, vectors, item_ids, k)` (FLYWHEEL_ACQUISITION=hybrid):
+# 1. the pool's vectors (embeddings, or pixels), L2-normalised, are split into k clusters
+#    by k-means (scikit-learn, seeded);
+# 2. from each cluster the item with the highest margin uncertainty is proposed; the
+#    proposals are ranked by that score (ties by item id);
+# 3. walking down that ranking (then down the rest of the pool by score, if clusters ran
+#    out), an item is taken only if its cosine similarity to every item already taken is
+#    below `duplicate_similarity`: near-duplicates (two scans of one print, a re-upload)
+#    are never both in one batch.
+# `diverse_seed(vectors, item_ids, k)` is the cold start, before any model: greedy k-center
+# (a core-set) from the item nearest the centroid, each next item the one farthest from
+# those chosen, under the same near-duplicate rule.
+
+HYBRID = "hybrid"
+DUPLICATE_SIMILARITY = 0.98
+
+
+def _unit_rows(vectors, n: int) -> np.ndarray:
+    x = np.asarray(vectors, dtype=np.float64)
+    if x.ndim != 2 or len(x) != n:
+        raise InputError(f"vectors must be a 2-d array with one row per item ({n}), got {x.shape}")
+    if not np.isfinite(x).all():
+        raise InputError("vectors must be finite")
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.where(norms > 0, norms, 1.0)
+
+
+def _check_ids(item_ids: Sequence[str], k: int) -> list[str]:
+    ids = [str(i) for i in item_ids]
+    if len(set(ids)) != len(ids):
+        raise InputError("item ids must be unique")
+    if k < 0:
+        raise InputError(f"k must be >= 0, got {k}")
+    return ids
+
+
+def _take(order, unit: np.ndarray, k: int, threshold: float, taken: list[int]) -> list[int]:
+    """Walk `order`, keeping items not near-duplicates of any kept one, up to k."""
+    for i in order:
+        if len(taken) >= k:
+            break
+        i = int(i)
+        if i in taken:
+            continue
+        if taken and float((unit[taken] @ unit[i]).max()) >= threshold:
+            continue
+        taken.append(i)
+    return taken
+
+
+def select_hybrid(
+    probabilities,
+    vectors,
+    item_ids: Sequence[str],
+    k: int,
+    seed: int = 0,
+    duplicate_similarity: float = DUPLICATE_SIMILARITY,
+) -> list[str]:
+    """Up to `k` items: the most uncertain of each k-means cluster, no near-duplicates."""
+    from sklearn.cluster import KMeans
+
+    ids = _check_ids(item_ids, k)
+    scores = uncertainty(probabilities, "margin")
+    if len(scores) != len(ids):
+        raise InputError(f"{len(scores)} probability rows for {len(ids)} item ids")
+    unit = _unit_rows(vectors, len(ids))
+    if k == 0 or not ids:
+        return []
+    rank = np.lexsort((np.array(ids, dtype=object).astype(str), -scores))  # best first
+    n_clusters = min(k, len(ids))
+    labels = KMeans(n_clusters, n_init=1, random_state=seed).fit_predict(unit)
+    best: dict[int, int] = {}
+    for i in rank:  # the first seen in each cluster is its most uncertain item
+        best.setdefault(int(labels[i]), int(i))
+    proposals = sorted(best.values(), key=lambda i: (-scores[i], ids[i]))
+    taken = _take(proposals, unit, k, duplicate_similarity, [])
+    taken = _take(rank, unit, k, duplicate_similarity, taken)
+    return [ids[i] for i in taken]
+
+
+def diverse_seed(
+    vectors,
+    item_ids: Sequence[str],
+    k: int,
+    duplicate_similarity: float = DUPLICATE_SIMILARITY,
+) -> list[str]:
+    """A cold-start seed set of up to `k` items spread over the collection (k-center)."""
+    ids = _check_ids(item_ids, k)
+    unit = _unit_rows(vectors, len(ids))
+    if k == 0 or not ids:
+        return []
+    centre = unit.mean(axis=0)
+    first = int(np.argmax(unit @ centre))
+    taken = [first]
+    distance = 1.0 - unit @ unit[first]
+    while len(taken) < min(k, len(ids)):
+        order = np.lexsort((np.array(ids, dtype=object).astype(str), -distance))
+        nxt = next((int(i) for i in order if distance[i] > 1.0 - duplicate_similarity), None)
+        if nxt is None:
+            break  # the rest are near-duplicates of items already chosen
+        taken.append(nxt)
+        distance = np.minimum(distance, 1.0 - unit @ unit[nxt])
+    return [ids[i] for i in taken]

@@ -56,7 +56,12 @@ def bootstrap(settings: Settings, seed_labels: int, seed: int = 0) -> int:
     items = sorted(read_catalogue(settings)["item_id"])
     holdout = [i for i in items if is_holdout(i, settings.holdout_fraction)]
     pool = [i for i in items if not is_holdout(i, settings.holdout_fraction)]
-    seed_set = random.Random(seed).sample(pool, min(seed_labels, len(pool)))
+    if settings.acquisition == "hybrid":  # a seed set spread over the collection
+        from flywheel.loop.seed import diverse_seed_set
+
+        seed_set = diverse_seed_set(settings, pool, seed_labels)
+    else:
+        seed_set = random.Random(seed).sample(pool, min(seed_labels, len(pool)))
     annotator = DemoAnnotator(settings)
     with console.status(f"demo annotator: {len(holdout)} holdout + {len(seed_set)} seed labels"):
         return annotator.label(holdout + seed_set)

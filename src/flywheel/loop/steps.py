@@ -69,7 +69,9 @@ def read_training_set(path: str):
     import pandas as pd
 
     frame = pd.read_parquet(path)
-    frame["pixels"] = [np.asarray(p, dtype=np.float32) for p in frame["pixels"]]
+    for column in ("pixels", "embedding"):  # embedding: FLYWHEEL_REPRESENTATION=embedding
+        if column in frame.columns:
+            frame[column] = [np.asarray(p, dtype=np.float32) for p in frame[column]]
     return frame
 
 
@@ -194,9 +196,9 @@ def _reload_local(s: Settings, version: str, timeout_s: float) -> str:
         return "not-running"  # nothing serves yet: the next `flywheel up` loads the champion
     reload(s, timeout=timeout_s)
     url = f"{s.url(s.predictor_port)}/v1/models/{s.model_name}:predict"
-    probe = {"instances": [[0.0] * (s.image_size**2)]}
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
+        probe = {"instances": [[0.0] * _served_dim(s)]}
         answer = httpx.post(url, json=probe, timeout=10)
         if answer.status_code == 200 and str(answer.json().get("model_version")) == version:
             return str(version)
@@ -205,6 +207,19 @@ def _reload_local(s: Settings, version: str, timeout_s: float) -> str:
         f"the predictor at {url} did not serve version {version} within "
         f"{timeout_s:.0f} s; see `flywheel logs predictor`"
     )
+
+
+def _served_dim(s: Settings) -> int:
+    """The row length the predictor's loaded model takes (a head on embeddings: the
+    backbone's; else the pixels')."""
+    import httpx
+
+    try:
+        meta = httpx.get(f"{s.url(s.predictor_port)}/v2/models/{s.model_name}", timeout=10)
+        d = int(meta.json()["inputs"][0]["shape"][-1])
+        return d if d > 0 else s.image_size**2
+    except (httpx.HTTPError, KeyError, IndexError, TypeError, ValueError):
+        return s.image_size**2
 
 
 def score_pool(s: Settings, version: str, item_ids: list[str]) -> np.ndarray:
@@ -237,9 +252,11 @@ def _score_in_process(s: Settings, version: str, item_ids: list[str]) -> np.ndar
     import mlflow.pytorch
     import torch
 
-    from flywheel.features import online_features
+    from flywheel.features.vectors import vectors_for
+    from flywheel.registry.representation import model_representation
 
     mlflow.set_tracking_uri(s.tracking_uri)
+    rep = model_representation(s, version)["representation"]
     model = mlflow.pytorch.load_model(f"models:/{s.model_name}/{version}")
     try:
         model.eval()
@@ -247,7 +264,7 @@ def _score_in_process(s: Settings, version: str, item_ids: list[str]) -> np.ndar
         pass
     out = []
     for start in range(0, len(item_ids), 1024):
-        x = torch.from_numpy(online_features(item_ids[start : start + 1024], s))
+        x = torch.from_numpy(vectors_for(item_ids[start : start + 1024], s, rep))
         with torch.no_grad():
             out.append(model(x).float().numpy())
     return np.concatenate(out) if out else np.zeros((0, len(s.label_classes)), np.float32)
@@ -322,8 +339,11 @@ def select_for_labelling(
             _remember_selection(s, champion_version, [])
             return {"n_selected": 0, "item_ids": []}
         pool, probs = score_pool_isolated(s, champion_version, pool)
-        ranked = labelling.select_for_labelling(probs, pool, len(pool), strategy, seed)
-        chosen = spread_near_duplicates(ranked, near_duplicate_groups(s), k)
+        if strategy == "hybrid":
+            chosen = _select_hybrid(s, champion_version, probs, pool, k, seed)
+        else:
+            ranked = labelling.select_for_labelling(probs, pool, len(pool), strategy, seed)
+            chosen = spread_near_duplicates(ranked, near_duplicate_groups(s), k)
         index = {item: i for i, item in enumerate(pool)}
         chosen_probs = probs[[index[i] for i in chosen]]
         model_version = f"{s.model_name}-v{champion_version}"
@@ -332,6 +352,16 @@ def select_for_labelling(
         rec.update(n_selected=len(chosen), pool=len(pool))
         _remember_selection(s, champion_version, chosen)
     return {"n_selected": len(chosen), "item_ids": chosen}
+
+
+def _select_hybrid(s: Settings, version: str, probs, pool: list[str], k: int, seed: int):
+    """Hybrid acquisition on the vectors the champion reads (its representation)."""
+    from flywheel.features.vectors import vectors_for
+    from flywheel.labelling.acquisition import select_hybrid
+    from flywheel.registry.representation import model_representation
+
+    rep = model_representation(s, version)["representation"]
+    return select_hybrid(probs, vectors_for(pool, s, rep), pool, k, seed)
 
 
 def _remember_selection(s: Settings, version: str, chosen: list[str]) -> None:

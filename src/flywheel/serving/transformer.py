@@ -10,6 +10,15 @@ A `kserve.Model` in front of the predictor. Each row of a request is either
 - an inline image (base64 PNG/JPEG) for an item not in the store: featurised by
   `flywheel.features.representation`, the same code that built the training features.
 
+Representations: the transformer reads the vectors the CHAMPION was trained on (the
+`representation` its training recorded, flywheel.registry.representation; re-checked every
+FLYWHEEL_CHAMPION_POLL_S): `pixels`, or one backbone's embedding vectors
+(flywheel.features.vectors, keyed by representation id), whose inline images are embedded
+by `flywheel.features.embedding.embed_images` with the backbone the champion recorded
+(its weights digest checked). A new backbone's features never reach an old champion; when
+the predictor answers with another version than the one the rows were read for, the
+rows are read again for the new champion (once).
+
 Requests, v1 (`POST /v1/models/<name>:predict`):
 
     {"instances": ["digits-0001", {"item_id": "digits-0002"},
@@ -62,6 +71,8 @@ class Batch:
     sources: list[str]
     v2_request: InferRequest | None  # None: the client spoke v1
     started: float = field(default_factory=time.perf_counter)
+    entries: list = field(default_factory=list)
+    model_version: str | None = None  # the champion the rows were read for (None: unknown)
 
 
 @dataclass
@@ -80,6 +91,8 @@ class Transformer(kserve.Model):
         self._session = None  # aiohttp session to the predictor, made on first use
         self._log_failed = False
         self._ssl = None
+        self._champion: tuple[str | None, dict | None] = (None, None)
+        self._champion_at = -1e9
 
     def load(self) -> bool:
         """Open the feature store once, so the first request does not pay for it."""
@@ -111,14 +124,37 @@ class Transformer(kserve.Model):
                 f"batch of {len(entries)} rows is over the limit of "
                 f"{self.settings.max_batch} (FLYWHEEL_MAX_BATCH); split it"
             )
-        rows = self._features(entries)
+        version, meta = self._champion_meta()
+        rows = self._features(entries, meta)
         return Batch(
             rows,
             [e[1] for e in entries],
             ["store" if e[0] == "id" else "image" for e in entries],
             v2,
             started,
+            entries,
+            version,
         )
+
+    def _champion_meta(self, refresh: bool = False) -> tuple[str | None, dict | None]:
+        """(champion version, its representation metadata), kept for champion_poll_s;
+        the last known one while MLflow does not answer."""
+        now = time.monotonic()
+        if refresh or now - self._champion_at > max(self.settings.champion_poll_s, 1.0):
+            from flywheel.registry.representation import champion_representation
+
+            try:
+                found = champion_representation(self.settings)
+                if found[0] is not None or self._champion[0] is None:
+                    self._champion = found
+            except Exception as exc:  # noqa: BLE001 - MLflow down: keep what we know
+                log.warning("cannot read the champion's representation: %s", exc)
+                if self._champion[0] is None:  # never guess which vectors to send
+                    raise ModelNotReady(
+                        self.name, f"cannot read the champion's representation: {exc}"
+                    ) from None
+            self._champion_at = now
+        return self._champion
 
     @staticmethod
     def _v1_entries(payload) -> list[tuple]:
@@ -167,7 +203,10 @@ class Transformer(kserve.Model):
                 images += [(None, v) for v in values]
         return ids, images
 
-    def _features(self, entries: list[tuple]) -> np.ndarray:
+    def _features(self, entries: list[tuple], meta: dict | None = None) -> np.ndarray:
+        rep = (meta or {}).get("representation", "pixels")
+        if rep != "pixels":
+            return self._embedding_rows(entries, meta)
         from flywheel import features
 
         vectors: list[np.ndarray | None] = [None] * len(entries)
@@ -180,10 +219,16 @@ class Transformer(kserve.Model):
                 raise InvalidInput(str(exc)) from None
             for n, row in zip(id_pos, found, strict=True):
                 vectors[n] = row
+        # a pixel champion reads pixels even while the features are built with a backbone
+        represent = (
+            features.pixels
+            if self.settings.representation == "embedding"
+            else features.representation
+        )
         for n, (kind, _, data) in enumerate(entries):
             if kind == "image":
                 try:
-                    vectors[n] = features.representation(_image_bytes(data, n), self.settings)
+                    vectors[n] = represent(_image_bytes(data, n), self.settings)
                 except InputError as exc:
                     raise InvalidInput(f"row {n}: {exc}") from None
         dims = {v.shape[0] for v in vectors}
@@ -194,8 +239,48 @@ class Transformer(kserve.Model):
             )
         return np.stack(vectors).astype(np.float32, copy=False)
 
+    def _embedding_rows(self, entries: list[tuple], meta: dict) -> np.ndarray:
+        """Rows of the champion's embedding representation: stored vectors for ids, the
+        champion's backbone for inline images."""
+        from flywheel.features import UnknownItemsError
+        from flywheel.features.vectors import online_embeddings
+
+        rep = meta["representation"]
+        rows: list[np.ndarray | None] = [None] * len(entries)
+        id_pos = [n for n, e in enumerate(entries) if e[0] == "id"]
+        if id_pos:
+            try:
+                found = online_embeddings([entries[n][1] for n in id_pos], self.settings, rep)
+            except UnknownItemsError as exc:
+                raise InvalidInput(str(exc)) from None
+            for n, row in zip(id_pos, found, strict=True):
+                rows[n] = row
+        img_pos = [n for n, e in enumerate(entries) if e[0] == "image"]
+        if img_pos:
+            from flywheel.features.embedding import embed_images
+
+            data = [_image_bytes(entries[n][2], n) for n in img_pos]
+            try:
+                vectors = embed_images(data, self.settings, backbone=_backbone(self.settings, meta))
+            except InputError as exc:
+                raise InvalidInput(str(exc)) from None
+            for n, row in zip(img_pos, vectors, strict=True):
+                rows[n] = row
+        return np.stack(rows).astype(np.float32, copy=False)
+
     # --- rows -> predictor --------------------------------------------------------------------
     async def predict(self, batch: Batch, headers=None) -> Result:
+        """One JSON request to the predictor for the whole batch; if the predictor answers
+        with another version than the rows were read for, read them again and resend."""
+        result = await self._predict(batch, headers)
+        if batch.model_version is not None and result.model_version != batch.model_version:
+            version, meta = self._champion_meta(refresh=True)
+            if version == result.model_version:
+                batch.rows, batch.model_version = self._features(batch.entries, meta), version
+                result = await self._predict(batch, headers)
+        return result
+
+    async def _predict(self, batch: Batch, headers=None) -> Result:
         """One JSON request to the predictor for the whole batch (aiohttp: about 1 ms less
         per hop than KServe's httpx client, measured in bench/bench_serving.py)."""
         config = self.predictor_config
@@ -314,6 +399,31 @@ class Transformer(kserve.Model):
         )
 
 
+def _backbone(settings: Settings, meta: dict):
+    """The backbone a champion's vectors came from (its recorded name, weights and side),
+    checked against the recorded representation id."""
+    from flywheel.errors import FlywheelError
+    from flywheel.features.embedding import BackboneSpec, cache_dir, load_backbone
+
+    spec = BackboneSpec(
+        str(meta.get("backbone", settings.backbone)),
+        str(meta.get("backbone_weights", settings.backbone_weights)),
+        int(meta.get("backbone_image_size", settings.backbone_image_size)),
+        str(cache_dir(settings)),
+    )
+    try:
+        backbone = load_backbone(spec)
+    except FlywheelError as exc:
+        raise ModelNotReady("backbone", f"cannot load the champion's backbone: {exc}") from None
+    if backbone.representation_id != meta["representation"]:
+        raise InvalidInput(
+            f"inline images need the backbone of representation {meta['representation']} "
+            f"the served model was trained on; {spec.name} with weights {spec.weights} here "
+            f"is {backbone.representation_id}"
+        )
+    return backbone
+
+
 def _image_bytes(data: str, n: int) -> bytes:
     if data.startswith("data:") and "," in data:  # a data: URL
         data = data.split(",", 1)[1]
@@ -338,6 +448,9 @@ def main(argv: list[str] | None = None) -> None:
 
     args = server.parse_args(argv)
     settings = get_settings()
+    # the champion's representation is read from MLflow: fail fast when it is down
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
     host = args.predictor_host or f"{settings.host}:{settings.predictor_port}"
     config = PredictorConfig(
         predictor_host=host,

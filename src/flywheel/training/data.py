@@ -75,9 +75,11 @@ def prepare(
     d: int,
     holdout_fraction: float,
     val_fraction: float = 0.1,
+    column: str = "pixels",
 ) -> Splits:
-    """Check a labelled frame and split it into train / validation / holdout."""
-    missing = {"item_id", "label", "pixels"} - set(getattr(frame, "columns", []))
+    """Check a labelled frame and split it into train / validation / holdout.
+    `column` holds the feature vectors (`pixels`, or `embedding` for a head)."""
+    missing = {"item_id", "label", column} - set(getattr(frame, "columns", []))
     if missing:
         raise InputError(f"the training frame lacks column(s) {', '.join(sorted(missing))}")
     if len(frame) == 0:
@@ -99,13 +101,14 @@ def prepare(
             f"the label snapshot has only one class ({present[0]!r}): a classifier needs "
             "items of at least two classes"
         )
-    bad_len = [i for i, p in zip(ids, frame["pixels"], strict=True) if p is None or np.size(p) != d]
+    bad_len = [i for i, p in zip(ids, frame[column], strict=True) if p is None or np.size(p) != d]
     if bad_len:
+        why = "(FLYWHEEL_IMAGE_SIZE squared)" if column == "pixels" else "(the backbone's)"
         raise InputError(
-            f"pixel features of {len(bad_len)} item(s) do not have length {d} "
-            f"(FLYWHEEL_IMAGE_SIZE squared): {_names(bad_len)}"
+            f"{column} features of {len(bad_len)} item(s) do not have length {d} "
+            f"{why}: {_names(bad_len)}"
         )
-    x = np.stack([np.asarray(p, dtype=np.float32) for p in frame["pixels"]])
+    x = np.stack([np.asarray(p, dtype=np.float32) for p in frame[column]])
     bad = ~np.isfinite(x).all(axis=1)
     if bad.any():
         raise InputError(

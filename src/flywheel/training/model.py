@@ -12,6 +12,9 @@ Architectures (`ARCHS`):
   torchvision is not a dependency. Images smaller than 64 px get a 3x3 stem without
   max-pool so an 8x8 card is not pooled away. `width` scales the channels (64 = standard).
 
+Heads on embedding vectors (`HEADS`, `build_head`): `linear` and `mlp`, trained in the
+`head` mode on a backbone's vectors (flywheel.features.embedding).
+
 `Probabilities` wraps a classifier with a softmax: that is the model logged to MLflow.
 Only torch is imported here (the GPU image has no mlflow/feast/kfp).
 """
@@ -24,6 +27,7 @@ from torch import nn
 from flywheel.errors import InputError
 
 ARCHS = ("cnn", "resnet18", "resnet50")
+HEADS = ("linear", "mlp")  # heads on embedding vectors (`build_head`)
 
 
 class ImageClassifier(nn.Module):
@@ -172,3 +176,16 @@ def build_model(
             f"{', '.join(ARCHS)}"
         )
     return ImageClassifier(backbone, image_size, in_channels, n_classes)
+
+
+def build_head(arch: str, d: int, n_classes: int, width: int | None = None) -> nn.Module:
+    """A head on embedding vectors `[batch, d]` -> logits: `linear` (a linear probe) or
+    `mlp` (layer norm, one hidden layer of `width` (default 256), GELU, dropout)."""
+    if arch == "linear":
+        return nn.Sequential(nn.LayerNorm(d), nn.Linear(d, n_classes))
+    if arch == "mlp":
+        w = width or 256
+        return nn.Sequential(
+            nn.LayerNorm(d), nn.Linear(d, w), nn.GELU(), nn.Dropout(0.1), nn.Linear(w, n_classes)
+        )
+    raise InputError(f"unknown head {arch!r} for embeddings; choose one of {', '.join(HEADS)}")

@@ -31,7 +31,7 @@ import torch
 
 from flywheel.errors import FlywheelError, InputError
 from flywheel.training.data import FlywheelData, Splits, prepare, synthetic
-from flywheel.training.model import ARCHS, Probabilities, build_model
+from flywheel.training.model import ARCHS, HEADS, Probabilities, build_head, build_model
 from flywheel.training.module import ClassifierModule, predict
 
 
@@ -40,6 +40,7 @@ class TrainConfig:
     """How to train. `arch=None` means `settings.model_arch`."""
 
     arch: str | None = None
+    mode: str | None = None  # scratch | head (None: settings.train_mode; auto by the frame)
     width: int | None = None
     lr: float = 3e-3
     weight_decay: float = 1e-4
@@ -58,15 +59,17 @@ class TrainConfig:
     track: bool = True  # MLflow logging and registering (rank 0)
     register: bool = True
     compare_champion: bool = True
+    warm_start: bool = True  # a head starts from the champion's head where it fits
     snapshot_id: str = ""
     feature_service: str = ""
     throughput_warmup: int = 10
     root_dir: str | None = None  # checkpoints (default: <home>/training)
 
     def check(self) -> TrainConfig:
-        if self.arch is not None and self.arch not in ARCHS:
+        if self.arch is not None and self.arch not in ARCHS + HEADS:
             raise InputError(
-                f"unknown model architecture {self.arch!r}; choose one of {', '.join(ARCHS)}"
+                f"unknown model architecture {self.arch!r}; choose one of "
+                f"{', '.join(ARCHS + HEADS)}"
             )
         for name in ("lr", "batch_size", "max_epochs"):
             if getattr(self, name) <= 0:
@@ -173,17 +176,24 @@ class Throughput(L.Callback):
 
 
 def fit(
-    splits: Splits, config: TrainConfig, image_size: int, callbacks=(), root_dir: str | Path = "."
+    splits: Splits,
+    config: TrainConfig,
+    image_size: int,
+    callbacks=(),
+    root_dir: str | Path = ".",
+    model=None,
 ) -> Fitted:
-    """Train a classifier on `splits` with Lightning (no MLflow, no settings)."""
+    """Train a classifier on `splits` with Lightning (no MLflow, no settings). `model`:
+    a ready classifier (e.g. a head on embeddings); default: `config.arch` from scratch."""
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
     config.check()
     _quiet(config.progress)
     L.seed_everything(config.seed, workers=True, verbose=False)
-    model = build_model(
-        config.arch or "cnn", len(splits.classes), image_size, config.in_channels, config.width
-    )
+    if model is None:
+        model = build_model(
+            config.arch or "cnn", len(splits.classes), image_size, config.in_channels, config.width
+        )
     procs = layout(config.accelerator)
     if procs["accelerator"] == "gpu":
         torch.backends.cudnn.benchmark = True
@@ -285,31 +295,79 @@ def train(frame, settings, config: TrainConfig | None = None) -> TrainResult:
     Returns the TrainResult on every rank (run id, model URI and version on rank 0 only).
     """
     from flywheel.training import tracking
+    from flywheel.training.heads import head_setup
 
     config = _config_for(settings, config or TrainConfig())
     if not config.snapshot_id and "snapshot_id" in getattr(frame, "columns", ()) and len(frame):
         config = replace(config, snapshot_id=str(frame["snapshot_id"].iloc[0]))
-    d = settings.image_size**2 * config.in_channels
+    config, column, d, rep_info = head_setup(frame, settings, config)
+    if config.mode == "finetune":
+        from flywheel.training import finetune
+
+        frame, backbone = finetune.image_frame(frame, settings)
+        d = 3 * backbone.spec.image_size**2
     splits = prepare(
-        frame, list(settings.label_classes), d, settings.holdout_fraction, config.val_fraction
+        frame,
+        list(settings.label_classes),
+        d,
+        settings.holdout_fraction,
+        config.val_fraction,
+        column=column,
     )
+    model = None
+    if config.mode == "head":
+        from flywheel.training.heads import warm_start
+
+        model = build_head(config.arch, d, len(splits.classes), config.width)
+        if config.track and config.warm_start:
+            rep_info["warm_start_from"] = str(
+                warm_start(model, settings, rep_info, config.arch, splits.classes) or "none"
+            )
+    elif config.mode == "finetune":
+        model = finetune.build(backbone, len(splits.classes))
     if not config.track:
-        fitted = fit(splits, config, settings.image_size, root_dir=_root(settings, config))
+        fitted = fit(
+            splits, config, settings.image_size, root_dir=_root(settings, config), model=model
+        )
         return _evaluate_only(fitted, splits)
     tracking.check_tracking(settings.tracking_uri)
     run_id = None
     if rank() == 0:
         tracking.setup(settings)
         with tracking.run(
-            settings, f"train-{config.arch}", params(config, settings, splits), tags(config)
+            settings,
+            f"train-{config.arch}",
+            {**params(config, settings, splits), **rep_info},
+            {**tags(config), **rep_info},
         ) as run_id:
-            fitted = tracked_fit(splits, config, settings, run_id)
-            return finalize(fitted, splits, settings, config, run_id)
-    fitted = fit(splits, config, settings.image_size, root_dir=_root(settings, config))
+            fitted = tracked_fit(splits, config, settings, run_id, model)
+            if config.mode == "finetune":
+                fitted, splits, rep_info = _publish_finetuned(fitted, splits, settings)
+            return finalize(fitted, splits, settings, config, run_id, rep_info)
+    fitted = fit(splits, config, settings.image_size, root_dir=_root(settings, config), model=model)
     return _evaluate_only(fitted, splits, run_id)
 
 
-def tracked_fit(splits: Splits, config: TrainConfig, settings, run_id: str) -> Fitted:
+def _publish_finetuned(fitted: Fitted, splits: Splits, settings):
+    """Fine-tuned backbone -> new vectors in Feast -> the head on them, as a head model."""
+    import mlflow
+
+    from flywheel.training import finetune
+
+    tuned, path, info = finetune.publish(settings, fitted.module.model)
+    mlflow.log_artifact(str(path), artifact_path="backbone")
+    mlflow.log_params({k: v for k, v in info.items() if k != "train_mode"})
+    mlflow.set_tags(info)
+    head = fitted.module.model.head
+    module = ClassifierModule(head, splits.class_weights())
+    return (
+        replace(fitted, module=module),
+        finetune.head_splits(splits, tuned, info["representation"]),
+        info,
+    )
+
+
+def tracked_fit(splits: Splits, config: TrainConfig, settings, run_id: str, model=None) -> Fitted:
     """`fit` with per-epoch metrics logged to the MLflow run `run_id`."""
     from flywheel.training import tracking
 
@@ -319,6 +377,7 @@ def tracked_fit(splits: Splits, config: TrainConfig, settings, run_id: str) -> F
         settings.image_size,
         root_dir=_root(settings, config),
         callbacks=[tracking.EpochMetrics(run_id, settings.tracking_uri)],
+        model=model,
     )
 
 
@@ -369,7 +428,12 @@ def _evaluate_only(fitted: Fitted, splits: Splits, run_id=None) -> TrainResult:
 
 
 def finalize(
-    fitted: Fitted, splits: Splits, settings, config: TrainConfig, run_id: str
+    fitted: Fitted,
+    splits: Splits,
+    settings,
+    config: TrainConfig,
+    run_id: str,
+    rep_info: dict | None = None,
 ) -> TrainResult:
     """Inside the active run: score the holdout, compare the champion, log, register."""
     import mlflow
@@ -388,7 +452,12 @@ def finalize(
     champion_acc = None
     if config.compare_champion:
         champion_acc, champion_version = tracking.champion_accuracy(
-            settings, hold.x, hold.y, splits.classes
+            settings,
+            hold.x,
+            hold.y,
+            splits.classes,
+            item_ids=hold.item_ids,
+            representation=(rep_info or {}).get("representation", "pixels"),
         )
         if champion_acc is not None:
             metrics["champion_holdout_accuracy"] = champion_acc
@@ -409,6 +478,7 @@ def finalize(
             "image_size": settings.image_size,
             "in_channels": config.in_channels,
             "snapshot_id": config.snapshot_id or "none",
+            **(rep_info or {"representation": "pixels"}),
         },
         settings.model_name if config.register else None,
     )
@@ -455,7 +525,12 @@ def parser() -> argparse.ArgumentParser:
     src.add_argument("--snapshot", help="label snapshot parquet (features joined)")
     src.add_argument("--frame", help="parquet with item_id, label, pixels")
     src.add_argument("--synthetic", type=int, metavar="N", help="N random items (throughput)")
-    p.add_argument("--arch", choices=ARCHS)
+    p.add_argument("--arch", choices=ARCHS + HEADS)
+    p.add_argument(
+        "--mode",
+        choices=["scratch", "head", "finetune"],
+        help="default: FLYWHEEL_TRAIN_MODE (auto: head on embeddings, scratch on pixels)",
+    )
     p.add_argument("--width", type=int)
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--batch-size", type=int, default=64)
@@ -484,6 +559,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     config = TrainConfig(
         arch=args.arch,
+        mode=args.mode,
         width=args.width,
         lr=args.lr,
         batch_size=args.batch_size,

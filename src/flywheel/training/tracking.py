@@ -186,8 +186,19 @@ def log_model(
     )
 
 
-def champion_accuracy(settings, x, y, classes: list[str]) -> tuple[float | None, str | None]:
-    """The current champion's accuracy on (x, y), and its version; (None, None) if none."""
+def champion_accuracy(
+    settings,
+    x,
+    y,
+    classes: list[str],
+    item_ids: list[str] | None = None,
+    representation: str = "pixels",
+) -> tuple[float | None, str | None]:
+    """The current champion's accuracy on (x, y), and its version; (None, None) if none.
+
+    A champion trained on another representation than `representation` (the metadata its
+    training recorded) is scored on its own vectors of the same items (`item_ids`, from
+    the online store); (None, version) when those are not there."""
     import mlflow
     import torch
     from mlflow import MlflowClient
@@ -200,8 +211,14 @@ def champion_accuracy(settings, x, y, classes: list[str]) -> tuple[float | None,
         return None, None
     uri = f"models:/{settings.model_name}/{version.version}"
     info = mlflow.models.get_model_info(uri)
-    if (info.metadata or {}).get("classes") != classes:
+    meta = info.metadata or {}
+    if meta.get("classes") != classes:
         return None, version.version
+    theirs = meta.get("representation", "pixels")
+    if theirs != representation:
+        x = _features_of(settings, theirs, item_ids)
+        if x is None:
+            return None, version.version
     model = mlflow.pytorch.load_model(uri)
     with torch.no_grad():
         pred = model(x).argmax(dim=1)
@@ -285,3 +302,16 @@ def _log_cards(settings, config, splits, pred, fitted, run_id: str, version: str
         client = MlflowClient(settings.tracking_uri)
         client.update_model_version(settings.model_name, version, description=summary)
     return card
+def _features_of(settings, representation: str, item_ids):
+    """The online vectors of `representation` for the items, or None when not all there."""
+    import torch
+
+    from flywheel.features.retrieval import UnknownItemsError
+    from flywheel.features.vectors import vectors_for
+
+    if not item_ids:
+        return None
+    try:
+        return torch.from_numpy(vectors_for(item_ids, settings, representation))
+    except UnknownItemsError:
+        return None

@@ -105,6 +105,8 @@ def config_args(config) -> list[str]:
     ]
     if config.arch:
         args += ["--arch", config.arch]
+    if getattr(config, "mode", None):  # head | finetune | scratch (default: the setting)
+        args += ["--mode", config.mode]
     if config.width:
         args += ["--width", str(config.width)]
     if config.compile:
