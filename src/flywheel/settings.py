@@ -117,6 +117,12 @@ class Settings(BaseSettings):
     )
 
     # --- cluster side (offline checks) ---------------------------------------------------------
+    namespace: str | None = Field(
+        None, description="Release namespace (default: the pod's service-account namespace)."
+    )
+    kube_backend: Literal["kubernetes", "rehearsal"] = Field(
+        "kubernetes", description="How flywheel.kube reaches the cluster (rehearsal: one box)."
+    )
     crds_dir: Path = Field(
         Path("../shared/crds"), description="Upstream CRDs used to validate custom resources."
     )
