@@ -83,6 +83,15 @@ class Settings(BaseSettings):
     feast_offline_uri: str | None = Field(None, description="Offline parquet (path or s3://).")
     feast_s3_endpoint: str | None = Field(None, description="S3 endpoint (MinIO) for s3:// URIs.")
 
+    # --- state that crosses pods (cluster): an S3-compatible object store ---------------------
+    state_uri: str | None = Field(
+        None, description="Where steps hand state (s3://bucket/prefix). Default: <home>/data."
+    )
+    s3_endpoint: str | None = Field(None, description="S3 endpoint URL, e.g. http://s3:9000.")
+    s3_access_key: SecretStr | None = Field(None, description="S3 access key (a Secret).")
+    s3_secret_key: SecretStr | None = Field(None, description="S3 secret key (a Secret).")
+    s3_region: str = Field("us-east-1", description="S3 region (most servers ignore it).")
+
     # --- training and the registry -----------------------------------------------------------
     holdout_fraction: float = Field(0.2, ge=0.0, lt=1.0, description="Fixed holdout share.")
     promotion_margin: float = Field(
