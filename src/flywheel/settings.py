@@ -22,6 +22,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from flywheel import names
 from flywheel.errors import SettingsError
 
 Port = int
@@ -109,12 +110,16 @@ class Settings(BaseSettings):
     )
 
     # --- the loop: Kubeflow pipelines ------------------------------------------------------------
-    image: str = Field("ghcr.io/flywheel-ml/flywheel:0.1.0", description="Platform image.")
+    image: str = Field(names.IMAGE, description="Platform image (repo:tag or repo@sha256:...).")
     kfp_host: str | None = Field(None, description="Kubeflow Pipelines API endpoint.")
     kfp_experiment: str = "flywheel"
     labels_per_turn: int = Field(50, ge=1, description="Items sent to labelling per turn.")
     acquisition: Literal["least_confidence", "margin", "entropy", "random"] = "margin"
     train_gpus: int = Field(0, ge=0, description="GPUs for the train step on the cluster.")
+    train_num_nodes: int = Field(1, ge=1, description="Nodes of a TrainJob (cluster).")
+    training_runtime: str = Field(
+        names.TRAINING_RUNTIME, description="The chart's TrainingRuntime that TrainJobs use."
+    )
     train_accelerator: str = Field("nvidia.com/gpu", description="Accelerator resource name.")
     train_node_selector: dict[str, str] = Field(
         default_factory=dict, description='JSON, e.g. {"nvidia.com/gpu.present": "true"}.'
