@@ -34,6 +34,11 @@ def join(base: str | Path, *parts: str) -> str:
     return str(Path(base, *parts))
 
 
+def location(uri: str | Path) -> Path | str:
+    """A local URI as a Path, a remote one as its string."""
+    return str(uri) if is_remote(uri) else Path(uri)
+
+
 def state_uri(settings: Settings, *parts: str) -> str:
     """Where cross-step state lives: `settings.state_uri` (cluster), else `<home>/data`."""
     return join(settings.state_uri or settings.data_dir, *parts)
@@ -65,13 +70,17 @@ def _s3_options(settings: Settings) -> tuple:
 def _s3(endpoint: str | None, access: str | None, secret: str | None, region: str):
     from pyarrow import fs
 
+    return fs.S3FileSystem(**_options(endpoint, access, secret, region))
+
+
+def _options(endpoint: str | None, access: str | None, secret: str | None, region: str) -> dict:
     options: dict = {"region": region}
     if endpoint:
         scheme, _, host = endpoint.rpartition("://")
         options.update(endpoint_override=host.rstrip("/"), scheme=scheme or "https")
     if access and secret:
         options.update(access_key=access, secret_key=secret)
-    return fs.S3FileSystem(**options)
+    return options
 
 
 def _fail(action: str, uri: str, exc: Exception) -> ServiceError:
@@ -141,10 +150,12 @@ def ensure_bucket(settings: Settings, uri: str) -> None:
     """Create the bucket of an s3:// URI if it does not exist (setup, tests, rehearsal)."""
     if not is_remote(uri):
         return
-    filesystem_, path = filesystem(settings, uri)
-    bucket = path.split("/", 1)[0]
+    from pyarrow import fs
+
+    options = _options(*_s3_options(settings)) | {"allow_bucket_creation": True}
+    bucket = str(uri)[len(S3) :].split("/", 1)[0]
     try:
-        filesystem_.create_dir(bucket)
+        fs.S3FileSystem(**options).create_dir(bucket)
     except OSError as exc:
         if "BucketAlreadyOwnedByYou" not in str(exc) and "already" not in str(exc).lower():
             raise _fail("create bucket", bucket, exc) from None

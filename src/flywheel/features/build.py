@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from flywheel import objectstore
 from flywheel.errors import InputError
 from flywheel.features.representation import representation
 from flywheel.features.store import definitions, feature_store, offline_uri
@@ -41,11 +42,7 @@ class BuildResult:
 
 
 def _filesystem(settings: Settings, uri: str):
-    from pyarrow import fs
-
-    if uri.startswith("s3://"):
-        return fs.S3FileSystem(endpoint_override=settings.feast_s3_endpoint), uri[5:]
-    return fs.LocalFileSystem(), uri
+    return objectstore.filesystem(settings, uri)
 
 
 def read_offline(settings: Settings, columns: list[str] | None = None):
@@ -100,7 +97,8 @@ def new_feature_rows(
     created = datetime.now(UTC)
     vectors = []
     for done, path in enumerate(todo["image_path"], start=1):
-        vectors.append(representation(path, settings))
+        image = objectstore.read_bytes(settings, path) if objectstore.is_remote(path) else path
+        vectors.append(representation(image, settings))
         if on_progress:
             on_progress(done, len(todo))
     columns = {

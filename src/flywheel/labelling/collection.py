@@ -29,6 +29,7 @@ import shutil
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
+from flywheel import objectstore
 from flywheel.errors import InputError
 from flywheel.settings import Settings
 
@@ -54,6 +55,13 @@ def items_dir(settings: Settings, collection: str) -> Path:
     return settings.data_dir / "items" / collection
 
 
+def catalogue_uri(settings: Settings) -> str:
+    """The catalogue: `settings.catalogue_path`, or `<state_uri>/catalogue.parquet`."""
+    if settings.state_uri:
+        return objectstore.state_uri(settings, "catalogue.parquet")
+    return str(settings.catalogue_path)
+
+
 def slug(text: str) -> str:
     return _SLUG.sub("-", text).strip("-._") or "items"
 
@@ -73,13 +81,13 @@ def read_catalogue(settings: Settings):
     """The catalogue as a DataFrame (columns in docs/interfaces.md), one row per item."""
     import pandas as pd
 
-    path = settings.catalogue_path
-    if not path.exists():
+    path = catalogue_uri(settings)
+    if not objectstore.exists(settings, path):
         raise InputError(
             f"no catalogue at {path}; run `flywheel collection init` (the demo digits) "
             "or `flywheel collection add DIR`"
         )
-    frame = pd.read_parquet(path)
+    frame = objectstore.read_parquet(settings, path)
     missing = [c for c in CATALOGUE_COLUMNS if c not in frame.columns]
     if missing:
         raise InputError(f"catalogue {path} lacks column(s) {', '.join(missing)}")
@@ -100,7 +108,8 @@ def upsert_catalogue(settings: Settings, rows):
     """Merge `rows` into the catalogue; an unchanged image keeps its `updated_at`."""
     import pandas as pd
 
-    old = read_catalogue(settings) if settings.catalogue_path.exists() else empty_catalogue()
+    exists = objectstore.exists(settings, catalogue_uri(settings))
+    old = read_catalogue(settings) if exists else empty_catalogue()
     known = old.set_index("item_id")
     rows = rows.copy()
     for i, row in rows.iterrows():
@@ -111,7 +120,7 @@ def upsert_catalogue(settings: Settings, rows):
     merged["updated_at"] = pd.to_datetime(merged["updated_at"], utc=True).astype(
         "datetime64[ns, UTC]"
     )
-    _write_parquet(merged[CATALOGUE_COLUMNS], settings.catalogue_path)
+    objectstore.write_parquet(settings, merged[CATALOGUE_COLUMNS], catalogue_uri(settings))
     return merged
 
 
@@ -178,7 +187,9 @@ def add_images(
     collection = slug(collection or directory.name)
     meta = _read_metadata(directory, metadata_csv)
     dest_dir = items_dir(settings, collection)
-    dest_dir.mkdir(parents=True, exist_ok=True)
+    remote = objectstore.is_remote(settings.state_uri or "")
+    if not remote:
+        dest_dir.mkdir(parents=True, exist_ok=True)
     today = date.today().isoformat()
     now = pd.Timestamp(datetime.now(UTC))
     rows, seen = [], {}
@@ -197,7 +208,10 @@ def add_images(
             raise InputError(f"{path} is not a readable image ({exc})") from None
         data = path.read_bytes()
         dest = dest_dir / f"{item_id}{path.suffix.lower()}"
-        if dest != path and (not dest.exists() or dest.read_bytes() != data):
+        if remote:  # cluster mode: the images live in the object store
+            dest = objectstore.state_uri(settings, "items", collection, dest.name)
+            objectstore.write_bytes(settings, dest, data)
+        elif dest != path and (not dest.exists() or dest.read_bytes() != data):
             shutil.copyfile(path, dest)
         rows.append(
             {
@@ -229,7 +243,7 @@ def register_tasks(settings: Settings, rows) -> int:
     existing = set(lsc.tasks_by_item(lsc.project_tasks(settings, project, ls)))
     new = [
         {
-            "image": task_url(settings, Path(r.image_path)),
+            "image": task_url(settings, r.image_path),
             "item_id": r.item_id,
             "collection": r.collection,
             "priority": 0,
@@ -249,11 +263,14 @@ def register_tasks(settings: Settings, rows) -> int:
     return len(new)
 
 
-def task_url(settings: Settings, image_path: Path) -> str:
-    """The local-files URL Label Studio serves `image_path` under (relative to data_dir)."""
+def task_url(settings: Settings, image_path: Path | str) -> str:
+    """The local-files URL Label Studio serves `image_path` under (relative to data_dir);
+    an s3:// URI stays as it is (Label Studio resolves it through its S3 storage)."""
     from urllib.parse import quote
 
-    rel = image_path.resolve().relative_to(settings.data_dir.resolve()).as_posix()
+    if objectstore.is_remote(image_path):
+        return str(image_path)
+    rel = Path(image_path).resolve().relative_to(settings.data_dir.resolve()).as_posix()
     return f"/data/local-files/?d={quote(rel)}"
 
 
