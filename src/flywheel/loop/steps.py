@@ -246,6 +246,8 @@ def select_for_labelling(
     from flywheel import labelling
 
     s = _settings(settings)
+    k = k or s.labels_per_turn  # 0 / "": the settings (the pipeline's defaults)
+    strategy = strategy or s.acquisition
     champion_version = champion_version or current_champion(s)
     with timed(s, "select_for_labelling", model_version=champion_version) as rec:
         pool = [i for i in labelling.unlabelled_items(s) if not is_holdout(i, s.holdout_fraction)]
