@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 DRY_RUN ?=
 
 .PHONY: help setup up down status logs demo test test-fast lint format pipelines bench \
-        deploy undeploy crds clean
+        deploy undeploy crds clean rehearsal
 
 help: ## show this menu
 	@awk 'BEGIN {FS = ":.*## "; printf "flywheel: make <target>\n\n"} \
@@ -76,6 +76,9 @@ deploy: setup ## install on the cluster in KUBECONFIG (DRY_RUN=1: render and che
 
 undeploy: setup ## remove the flywheel release from the cluster
 	$(BIN)/flywheel undeploy
+
+rehearsal: setup ## rehearse one cluster turn here: the chart's datastores, each IR task as a pod
+	$(BIN)/python -m flywheel.rehearsal $(if $(WORK),--work $(WORK),)
 
 crds: setup ## download the pinned upstream CRDs used for offline validation
 	$(BIN)/flywheel crds download

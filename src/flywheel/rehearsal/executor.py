@@ -16,4 +16,4 @@ if __name__ == "__main__":
     artifact_types._S3_LOCAL_MOUNT_PREFIX = (
         os.environ["FLYWHEEL_REHEARSAL_S3_MOUNT"].rstrip("/") + "/"
     )
-    executor_main.main()
+    executor_main.executor_main()
