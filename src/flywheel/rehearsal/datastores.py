@@ -192,7 +192,7 @@ class Datastores:
         return server
 
     # --- MLflow ---------------------------------------------------------------------------
-    def mlflow(self, port: int, env: dict, pg: str, bucket: str) -> None:
+    def mlflow(self, port: int, env: dict, pg: str, bucket: str):
         """`env`: the MLflow pod's environment (admin user/password, S3 credentials and
         endpoint, flask secret), localized. `pg`: postgresql+psycopg://user:pw@host:port."""
         folder = self.work / "mlflow"
@@ -230,10 +230,10 @@ class Datastores:
             "1",
         ]
         proc = self.spawn("mlflow", command, env, cwd=folder)
-        self.wait_http(proc, f"http://127.0.0.1:{port}/health", 180)
+        return lambda: self.wait_http(proc, f"http://127.0.0.1:{port}/health", 300)
 
     # --- Label Studio ---------------------------------------------------------------------
-    def label_studio(self, port: int, env: dict, venv: Path) -> None:
+    def label_studio(self, port: int, env: dict, venv: Path):
         """`env`: the Label Studio pod's environment (Postgres, admin user and token),
         localized."""
         folder = self.work / "label-studio"
@@ -258,4 +258,4 @@ class Datastores:
             str(folder),
         ]
         proc = self.spawn("label-studio", command, env, cwd=folder)
-        self.wait_http(proc, f"http://127.0.0.1:{port}/health", 400)
+        return lambda: self.wait_http(proc, f"http://127.0.0.1:{port}/health", 400)

@@ -115,6 +115,7 @@ def rehearse(work: Path, console, n_items: int = N_ITEMS, n_labels: int = N_LABE
                 "label-studio": free_port(),
                 "predictor": free_port(),
                 "transformer": free_port(),
+                "trigger": free_port(),  # named in webhooks; the rehearsal runs the turn itself
             }
             box = from_rendered(rendered, work, NAMESPACE, PIPELINE_NAMESPACE, ports)
             box.save()
@@ -143,13 +144,19 @@ def rehearse(work: Path, console, n_items: int = N_ITEMS, n_labels: int = N_LABE
         operator = _settings_from(operator_env)
         objectstore.ensure_bucket(operator, f"s3://{bucket}")
         pg = f"postgresql+psycopg://{pg_user}:{pg_password}@127.0.0.1:{ports['postgres']}"
-        with clock.step("mlflow (basic auth, artifacts in S3)"):
+        with clock.step("mlflow (basic auth, artifacts in S3) + label studio (postgres)"):
             env = {k: box.localize(v, scratch) for k, v in mlflow_env.items()}
-            stores.mlflow(ports["mlflow"], env, pg, bucket)
-        with clock.step("label studio (postgres)"):
+            mlflow_up = stores.mlflow(ports["mlflow"], env, pg, bucket)
             env = {k: box.localize(v, scratch) for k, v in ls_env.items()}
             env.update(POSTGRE_HOST="127.0.0.1", POSTGRE_PORT=str(ports["postgres"]))
-            stores.label_studio(ports["label-studio"], env, _ls_venv())
+            # the cluster's Services are loopback here: let webhooks reach them
+            banned = env.get("USER_ADDITIONAL_BANNED_SUBNETS", "").split(",")
+            env["USER_ADDITIONAL_BANNED_SUBNETS"] = ",".join(
+                b for b in banned if b and b not in ("127.0.0.0/8", "::1/128")
+            )
+            ls_up = stores.label_studio(ports["label-studio"], env, _ls_venv())
+            mlflow_up()
+            ls_up()
 
         with clock.step("compile the pipelines (IR YAML)"):
             ir_dir = work / "ir"
