@@ -80,7 +80,7 @@ undeploy: setup ## remove the flywheel release from the cluster
 rehearsal: setup ## rehearse one cluster turn here: the chart's datastores, each IR task as a pod
 	$(BIN)/python -m flywheel.rehearsal $(if $(WORK),--work $(WORK),)
 
-crds: setup ## download the pinned upstream CRDs used for offline validation
+crds: setup ## fetch the pinned upstream CRDs (sha256-checked) into build/crds for deploy --dry-run
 	$(BIN)/flywheel crds download
 
 clean: down ## remove the environments and build outputs (keeps .flywheel/ data)

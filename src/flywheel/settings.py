@@ -138,7 +138,8 @@ class Settings(BaseSettings):
         "kubernetes", description="How flywheel.kube reaches the cluster (rehearsal: one box)."
     )
     crds_dir: Path = Field(
-        Path("../shared/crds"), description="Upstream CRDs used to validate custom resources."
+        Path("build/crds"),
+        description="Upstream CRDs for `deploy --dry-run` (`make crds` fetches them here).",
     )
 
     # --- supervision ----------------------------------------------------------------------
