@@ -194,3 +194,15 @@ def test_a_bad_digest_is_refused(digest):
 
     with pytest.raises(ValuesError, match="digest"):
         render("dev", {"global": {"image": {"digest": digest}}})
+
+
+def test_the_url_check_catches_a_wrong_port_or_service(pod_settings):
+    from flywheel.deploy.render import render
+
+    r = render("dev")
+    env = config_map(r, names.CONFIG_MAP) | secret(r, names.SECRET)
+    assert not url_problems(pod_settings(env), r, "ok")
+    env["FLYWHEEL_MLFLOW_TRACKING_URI"] = "http://mlflow.flywheel.svc.cluster.local:5001"
+    env["FLYWHEEL_LABEL_STUDIO_URL"] = "http://labelstudio.flywheel.svc.cluster.local:8080"
+    problems = url_problems(pod_settings(env), r, "bad")
+    assert len(problems) == 2 and "mlflow_tracking_uri" in problems[0]
