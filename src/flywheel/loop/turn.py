@@ -89,28 +89,43 @@ def _turn(settings: Settings, engine: str | Runner, params, k, strategy) -> Turn
         champion_accuracy=float(champion_acc),
         selected=selected,
         seconds=time.time() - started,
-        steps={r["step"]: r["seconds"] for r in timings.read(settings, since=started)},
+        steps=out.get("steps") or _recorded_steps(settings, started),
         engine=name,
         started=started,
     )
 
 
+def _recorded_steps(settings: Settings, started: float) -> dict[str, float]:
+    """Step times a runner did not return (the local pipeline's tasks are processes of
+    their own): the timings they recorded since the turn started."""
+    return {r["step"]: r["seconds"] for r in timings.read(settings, since=started)}
+
+
 def run_direct(settings: Settings, params, k: int, strategy: str) -> dict:
-    """The runner of the same steps as the pipeline, in this process."""
-    snap = steps.export_labels(settings=settings)
+    """The runner of the same steps as the pipeline, in this process. Its outputs carry the
+    selected items and each step's time."""
+    took: dict[str, float] = {}
+
+    def step(fn, *args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return fn(*args, settings=settings, **kwargs)
+        finally:
+            took[fn.__name__] = round(time.perf_counter() - start, 3)
+
+    snap = step(steps.export_labels)
     with tempfile.TemporaryDirectory(dir=settings.home) as tmp:
         training_set = str(Path(tmp) / "training_set.parquet")
-        steps.build_features(snap["snapshot_id"], training_set, settings=settings)
-        trained = steps.train(training_set, snap["snapshot_id"], params, settings=settings)
+        step(steps.build_features, snap["snapshot_id"], training_set)
+        trained = step(steps.train, training_set, snap["snapshot_id"], params)
     version = trained["model_version"]
-    evaluated = steps.evaluate(version, settings=settings)
-    decision = steps.register(version, settings=settings)
+    evaluated = step(steps.evaluate, version)
+    decision = step(steps.register, version)
     if decision["promoted"]:
-        steps.deploy(decision["champion_version"], settings=settings)
-    chosen = steps.select_for_labelling(
-        decision["champion_version"], k, strategy, settings=settings
-    )
+        step(steps.deploy, decision["champion_version"])
+    chosen = step(steps.select_for_labelling, decision["champion_version"], k, strategy)
     return {
+        "steps": took,
         "selected": chosen["item_ids"],
         "n_labels": snap["n_labels"],
         "model_version": version,
