@@ -47,6 +47,9 @@ class Box:
     ports: dict[str, int] = field(default_factory=dict)  # Service name -> local port
     service_ports: dict[str, list[int]] = field(default_factory=dict)  # Service -> its ports
     documents: list[dict] = field(default_factory=list)  # ConfigMaps, Secrets, custom resources
+    # Variables this box cannot give as the cluster does, with the value it gives instead
+    # (each one printed by the rehearsal as a deviation).
+    overrides: dict[str, str] = field(default_factory=dict)
 
     # --- persisted, so that pods (other processes) see the same box --------------------
     def save(self) -> Path:
@@ -106,6 +109,7 @@ class Box:
         scratch.mkdir(parents=True, exist_ok=True)
         (scratch / "tmp").mkdir(exist_ok=True)
         out = {k: self.localize(v, scratch) for k, v in env.items()}
+        out.update({k: v for k, v in self.overrides.items() if k in out})
         out.update(
             PATH=f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin",
             HOME=str(scratch),

@@ -118,6 +118,7 @@ def rehearse(work: Path, console, n_items: int = N_ITEMS, n_labels: int = N_LABE
                 "trigger": free_port(),  # named in webhooks; the rehearsal runs the turn itself
             }
             box = from_rendered(rendered, work, NAMESPACE, PIPELINE_NAMESPACE, ports)
+            box.overrides.update(_deviations(platform, work, console))
             box.save()
             from flywheel.deploy import env as chart_env
 
@@ -216,6 +217,35 @@ def rehearse(work: Path, console, n_items: int = N_ITEMS, n_labels: int = N_LABE
         if (work / "box.json").exists():
             rcluster.stop_serving(Box.load(work))
         stores.stop()
+
+
+def _duckdb_reads_s3() -> bool:
+    """Feast's DuckDB offline store reads s3:// through DuckDB's httpfs extension, which
+    the platform image installs at build time (DuckDB downloads it); a box without it and
+    without network cannot."""
+    import duckdb
+
+    try:
+        duckdb.connect().execute("LOAD httpfs")
+        return True
+    except duckdb.Error:
+        return False
+
+
+def _deviations(platform: dict, work: Path, console) -> dict[str, str]:
+    out = {}
+    offline = platform.get("FLYWHEEL_FEAST_OFFLINE_URI", "")
+    if offline.startswith("s3://") and not _duckdb_reads_s3():
+        shared = work / "volumes" / "feast" / "items.parquet"
+        shared.parent.mkdir(parents=True, exist_ok=True)
+        out["FLYWHEEL_FEAST_OFFLINE_URI"] = str(shared)
+        console.print(
+            "[yellow]deviation:[/] DuckDB's httpfs extension is not installed here (the image "
+            "installs it; this box cannot download it), so Feast's offline store is a shared "
+            f"volume ({shared}) instead of {offline}. Snapshots, the training set, the "
+            "catalogue and item images still cross pods through S3."
+        )
+    return out
 
 
 def _settings_from(env: dict):
