@@ -92,7 +92,7 @@ def test_trainjob_has_platform_image_runtime_gpus_and_credentials_by_reference(t
     trainer = job["spec"]["trainer"]
     assert trainer["image"] == digest_image
     assert trainer["numNodes"] == 3 and trainer["numProcPerNode"] == 2
-    assert trainer["resourcesPerNode"]["limits"]["nvidia.com/gpu"] == "2"
+    assert "resourcesPerNode" not in trainer  # the hardened runtime's resources apply
     assert trainer["command"] == ["torchrun", "-m", "flywheel.training"]
     # nothing of the building machine: only the job's own name
     assert trainer["env"] == [{"name": "FLYWHEEL_TRAINJOB", "value": "turn-9"}]
@@ -104,6 +104,15 @@ def test_trainjob_has_platform_image_runtime_gpus_and_credentials_by_reference(t
     (node,) = pod["template"]["spec"]["containers"]
     assert node["securityContext"]["runAsNonRoot"] and "limits" in node["resources"]
     env = container_env(dev, node)
+    # the runtime's GPUs and the settings' FLYWHEEL_TRAIN_GPUS / NUM_NODES agree, per profile
+    for profile in ("dev", "gpu"):
+        r = dev if profile == "dev" else render(profile)
+        rt = r.get("TrainingRuntime", names.TRAINING_RUNTIME)
+        spec = rt["spec"]["template"]["spec"]["replicatedJobs"][0]["template"]["spec"]
+        limits = spec["template"]["spec"]["containers"][0]["resources"]["limits"]
+        data = r.get("ConfigMap", names.CONFIG_MAP)["data"]
+        assert str(limits.get(data["FLYWHEEL_TRAIN_ACCELERATOR"], 0)) == data["FLYWHEEL_TRAIN_GPUS"]
+        assert str(rt["spec"]["mlPolicy"]["numNodes"]) == data["FLYWHEEL_TRAIN_NUM_NODES"]
     platform = secret(dev, names.SECRET)
     assert env["MLFLOW_TRACKING_PASSWORD"] == platform["MLFLOW_TRACKING_PASSWORD"]
     assert env["MLFLOW_TRACKING_USERNAME"] and env["FLYWHEEL_MODE"] == "cluster"

@@ -44,14 +44,15 @@ def test_trainjob_takes_nodes_and_gpus_from_settings(tmp_path, crds):
     trainer = job["spec"]["trainer"]
     assert trainer["numNodes"] == 3 and trainer["numProcPerNode"] == 2
     assert trainer["image"] == s.image
+    assert "resourcesPerNode" not in trainer  # the runtime's (limits, GPUs) apply
     with pytest.raises(InputError, match="training set"):
         build_trainjob(s)
 
 
 def test_cpu_only_trainjob_validates(settings, crds):
-    job = build_trainjob(settings, gpus_per_node=0, frame=FRAME)
+    job = build_trainjob(settings, gpus_per_node=0, frame=FRAME, cpu="2", memory="4Gi")
     validate_custom_resource(job, crds)
-    assert "nvidia.com/gpu" not in job["spec"]["trainer"]["resourcesPerNode"]["limits"]
+    assert job["spec"]["trainer"]["resourcesPerNode"]["limits"] == {"cpu": "2", "memory": "4Gi"}
 
 
 def test_broken_trainjob_is_caught(settings, crds):

@@ -9,8 +9,10 @@
   MLflow credentials included, by reference from the platform ConfigMap and Secret
   (envFrom). The TrainJob adds no setting of the machine that built it, only its own name
   (FLYWHEEL_TRAINJOB, tagged on the MLflow run to find it afterwards);
-- `numNodes` and GPUs per node from FLYWHEEL_TRAIN_NUM_NODES / FLYWHEEL_TRAIN_GPUS
-  (resource FLYWHEEL_TRAIN_ACCELERATOR), `numProcPerNode` = GPUs (1 on CPU);
+- `numNodes` and one process per GPU from FLYWHEEL_TRAIN_NUM_NODES / FLYWHEEL_TRAIN_GPUS
+  (1 on CPU). The pods' resources (limits, and the GPUs: the chart renders the runtime
+  and FLYWHEEL_TRAIN_GPUS from the same value) are the runtime's; `resourcesPerNode` is set
+  only when asked for explicitly (`gpus_per_node`, `cpu`, `memory`);
 - the same entry point as on the dev box: `torchrun -m flywheel.training ...` (Trainer's
   torch plugin sets PET_NNODES, PET_NODE_RANK, PET_MASTER_ADDR/PORT, torchrun's defaults).
 
@@ -36,8 +38,8 @@ def build_trainjob(
     extra_args: list[str] | tuple[str, ...] = (),
     num_nodes: int | None = None,
     gpus_per_node: int | None = None,
-    cpu: str = "4",
-    memory: str = "16Gi",
+    cpu: str | None = None,
+    memory: str | None = None,
 ) -> dict:
     """The TrainJob custom resource for one training run on `frame` (or `snapshot`)."""
     num_nodes = settings.train_num_nodes if num_nodes is None else num_nodes
@@ -46,10 +48,21 @@ def build_trainjob(
         raise InputError("a TrainJob needs num_nodes >= 1 and gpus_per_node >= 0")
     if not (frame or snapshot):
         raise InputError("a TrainJob needs a training set (frame) or a snapshot to train on")
-    resources = {"cpu": cpu, "memory": memory}
-    if gpus:
-        resources[settings.train_accelerator] = str(gpus)
     data = ["--frame", frame] if frame else ["--snapshot", snapshot]
+    trainer = {
+        "image": settings.image,
+        "command": list(COMMAND),
+        "args": [*data, *extra_args],
+        "numNodes": num_nodes,
+        "numProcPerNode": max(1, gpus),
+        "env": [{"name": "FLYWHEEL_TRAINJOB", "value": name}],
+    }
+    resources = {"cpu": cpu, "memory": memory} | (
+        {settings.train_accelerator: str(gpus)} if gpus_per_node is not None and gpus else {}
+    )
+    resources = {k: v for k, v in resources.items() if v}
+    if resources:  # replaces the runtime's resources for this job
+        trainer["resourcesPerNode"] = {"requests": dict(resources), "limits": dict(resources)}
     return {
         "apiVersion": API_VERSION,
         "kind": "TrainJob",
@@ -60,15 +73,7 @@ def build_trainjob(
                 "kind": "TrainingRuntime",
                 "name": settings.training_runtime,
             },
-            "trainer": {
-                "image": settings.image,
-                "command": list(COMMAND),
-                "args": [*data, *extra_args],
-                "numNodes": num_nodes,
-                "numProcPerNode": max(1, gpus),
-                "resourcesPerNode": {"requests": dict(resources), "limits": dict(resources)},
-                "env": [{"name": "FLYWHEEL_TRAINJOB", "value": name}],
-            },
+            "trainer": trainer,
         },
     }
 
