@@ -191,7 +191,7 @@ def _node_container(runtime: dict) -> dict:
 SERVING_FILE = "serving.json"  # pids of the running predictor/transformer
 
 
-def roll(box: Box, isvc: dict, timeout_s: float = 180.0) -> dict:
+def roll(box: Box, isvc: dict, timeout_s: float = 180.0, live_only: bool = False) -> dict:
     """(Re)start the predictor and transformer from the InferenceService's spec; returns the
     object with its status (Ready once both answer ready)."""
     stop_serving(box)
@@ -228,7 +228,9 @@ def roll(box: Box, isvc: dict, timeout_s: float = 180.0) -> dict:
     name = spec.get("predictor", {}).get("containers", [{}])[0]
     model = _model_name(name.get("args") or [])
     generation = isvc["metadata"].get("generation", 1)
-    reason = _wait_ready(pids, model, timeout_s)
+    reason = _wait_ready(pids, model, timeout_s, live_only)
+    if live_only and reason is None:
+        reason = "no champion served yet"
     isvc["status"] = {
         "observedGeneration": generation,
         "url": f"http://127.0.0.1:{transformer_port}",
@@ -251,8 +253,9 @@ def _model_name(args: list[str]) -> str:
     return args[args.index("--model_name") + 1] if "--model_name" in args else "model"
 
 
-def _wait_ready(pids: dict, model: str, timeout_s: float) -> str | None:
-    """None once every server's model is ready, else why not."""
+def _wait_ready(pids: dict, model: str, timeout_s: float, live_only: bool = False) -> str | None:
+    """None once every server's model is ready (or, `live_only`, the server answers), else
+    why not."""
     deadline = time.monotonic() + timeout_s
     why = "not started"
     while time.monotonic() < deadline:
@@ -262,7 +265,8 @@ def _wait_ready(pids: dict, model: str, timeout_s: float) -> str | None:
                 os.kill(info["pid"], 0)
             except ProcessLookupError:
                 return f"the {component} exited; see {info['log']}"
-            url = f"http://127.0.0.1:{info['port']}/v2/models/{model}/ready"
+            path = "/v2/health/live" if live_only else f"/v2/models/{model}/ready"
+            url = f"http://127.0.0.1:{info['port']}{path}"
             try:
                 if httpx.get(url, timeout=5).status_code != 200:
                     pending.append(component)

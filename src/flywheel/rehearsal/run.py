@@ -193,7 +193,7 @@ def rehearse(work: Path, console, n_items: int = N_ITEMS, n_labels: int = N_LABE
                 )
             api = rcluster.RehearsalCluster(work=work)
             isvc = dict(isvc, metadata={**isvc["metadata"], "generation": 1})
-            api._save(rcluster.roll(box, isvc, timeout_s=60))
+            api._save(rcluster.roll(box, isvc, timeout_s=120, live_only=True))
 
         run_id = time.strftime("%Y%m%d-%H%M%S")
         root_uri = f"s3://{bucket}/pipeline-root/flywheel-turn-{run_id}"
@@ -260,6 +260,10 @@ def _settings_from(env: dict):
             value = env[env_name(field)]
             origin = typing.get_origin(info.annotation)
             values[field] = json.loads(value) if origin in (list, dict) else value
+    # the AWS chain a pod reads from its environment, given explicitly here
+    if "AWS_ACCESS_KEY_ID" in env and "s3_access_key" not in values:
+        values["s3_access_key"] = env["AWS_ACCESS_KEY_ID"]
+        values["s3_secret_key"] = env.get("AWS_SECRET_ACCESS_KEY")
     return load(**values)
 
 
