@@ -68,7 +68,8 @@ class Clock:
         table.add_column("seconds", justify="right")
         for name, seconds in self.steps:
             table.add_row(name, f"{seconds:.1f}")
-        table.add_row("[bold]total[/]", f"[bold]{sum(s for _, s in self.steps):.1f}[/]")
+        total = sum(s for name, s in self.steps if not name.startswith("task "))  # in the turn
+        table.add_row("[bold]total[/]", f"[bold]{total:.1f}[/]")
         return table
 
 
