@@ -39,8 +39,8 @@ from flywheel.rehearsal.pods import REPO, Box, free_port, from_rendered
 
 PROFILE = "dev"
 PIPELINE_NAMESPACE = "kubeflow"
-N_ITEMS = 300  # demo digits in the collection
-N_LABELS = 120  # labelled by the demo annotator before the turn
+N_ITEMS = 200  # demo digits in the collection
+N_LABELS = 100  # labelled by the demo annotator before the turn
 
 
 class RehearsalFailed(FlywheelError):
