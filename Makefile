@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 DRY_RUN ?=
 
 .PHONY: help setup up down status logs demo test test-fast lint format pipelines bench \
-        deploy undeploy crds clean drift report
+        deploy undeploy crds clean drift report rehearsal
 
 help: ## show this menu
 	@awk 'BEGIN {FS = ":.*## "; printf "flywheel: make <target>\n\n"} \
@@ -83,7 +83,10 @@ deploy: setup ## install on the cluster in KUBECONFIG (DRY_RUN=1: render and che
 undeploy: setup ## remove the flywheel release from the cluster
 	$(BIN)/flywheel undeploy
 
-crds: setup ## download the pinned upstream CRDs used for offline validation
+rehearsal: setup ## rehearse one cluster turn here: the chart's datastores, each IR task as a pod
+	$(BIN)/python -m flywheel.rehearsal $(if $(WORK),--work $(WORK),)
+
+crds: setup ## fetch the pinned upstream CRDs (sha256-checked) into build/crds for deploy --dry-run
 	$(BIN)/flywheel crds download
 
 clean: down ## remove the environments and build outputs (keeps .flywheel/ data)

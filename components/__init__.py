@@ -2,9 +2,10 @@
 
 Each component is a lightweight Python component whose body imports `flywheel` and calls
 one function of `flywheel.loop.steps`; the logic lives there, testable without KFP. The
-base image is the platform image (settings.image), which already holds flywheel and kfp,
-so nothing is pip-installed when a step starts on the cluster. Every step reads its
-settings (URLs, tokens) from FLYWHEEL_* environment variables, which the pipeline sets.
+base image is the platform image (flywheel.names.IMAGE), which already holds flywheel and
+kfp, so nothing is pip-installed when a step starts on the cluster. Every step reads its
+settings (URLs, tokens) from FLYWHEEL_* environment variables: on the cluster the platform
+ConfigMap and Secret by reference, locally `Settings.to_env` of the process that runs it.
 
 Caching: steps whose result depends on the world outside their inputs (the labels in
 Label Studio, the current champion) are never cached; build_features and train are keyed

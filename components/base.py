@@ -4,9 +4,10 @@ from functools import partial
 
 from kfp import dsl
 
-from flywheel.settings import get_settings
+from flywheel import names
 
-BASE_IMAGE = get_settings().image
+# The platform image (one name for charts and code); it holds flywheel and kfp, so nothing
+# is installed when a step starts. Nothing of the compiling machine's settings is used.
+BASE_IMAGE = names.IMAGE
 
-# The platform image holds flywheel and kfp: install nothing when a step starts.
 component = partial(dsl.component, base_image=BASE_IMAGE, install_kfp_package=False)

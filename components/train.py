@@ -21,7 +21,9 @@ def train(
 
     from flywheel.loop import steps
 
-    result = steps.train(training_set.path, snapshot_id, json.loads(params_json))
+    result = steps.train(
+        training_set.path, snapshot_id, json.loads(params_json), training_set_uri=training_set.uri
+    )
     # The model lives in the MLflow registry; the artifact records where (a file, so that
     # the step can be served from cache).
     with open(model.path, "w") as fh:

@@ -10,7 +10,6 @@ from typing import NamedTuple
 from kfp import dsl
 
 from components.monitor_drift import monitor_drift
-from flywheel.settings import Settings, get_settings
 from pipelines.flywheel import _configure
 
 
@@ -19,23 +18,21 @@ class DriftOutputs(NamedTuple):
     tagged: int
 
 
-def build_drift(settings: Settings | None = None, cluster: bool = False):
-    s = settings or get_settings()
-
+def build_drift(cluster: bool = False):
     @dsl.pipeline(name="flywheel-drift", description="Drift of served inputs vs training set.")
     def flywheel_drift(hours: float = 0.0) -> DriftOutputs:
-        task = _configure(monitor_drift(hours=hours), s, cluster).set_caching_options(False)
+        task = _configure(monitor_drift(hours=hours), cluster).set_caching_options(False)
         task.set_display_name("monitor-drift")
         return DriftOutputs(drift_found=task.outputs["drift_found"], tagged=task.outputs["tagged"])
 
     return flywheel_drift
 
 
-def compile_drift(settings: Settings, out_dir: Path) -> Path:
+def compile_drift(out_dir: Path) -> Path:
     """IR YAML of the drift pipeline for the cluster (`flywheel loop submit --pipeline drift`)."""
     from kfp import compiler
 
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "flywheel-drift.yaml"
-    compiler.Compiler().compile(build_drift(settings, cluster=True), package_path=str(path))
+    compiler.Compiler().compile(build_drift(cluster=True), package_path=str(path))
     return path

@@ -9,11 +9,11 @@
 `flywheel_sweep`: the same data, a ParallelFor over hyperparameters (each trial a train
 task, an MLflow run), then the best trial is evaluated and registered like a turn's model.
 
-The train task carries the GPU settings (accelerator, node selector, tolerations) from
-settings through kfp-kubernetes; locally they are ignored.
+Compiled for the cluster, every task takes its settings from the platform ConfigMap and
+Secret by reference (names in flywheel.names): the YAML holds no mode, URL or secret of the
+machine that compiled it. Every task runs the platform image (components/base.py).
 """
 
-import json
 from typing import NamedTuple
 
 from kfp import dsl, kubernetes
@@ -28,73 +28,43 @@ from components import (
     select_for_labelling,
     train,
 )
-from flywheel.settings import Settings, get_settings
-
-# Settings every step reads, passed as environment variables (secrets come from Secrets).
-CONFIG_ENV = [
-    "mode",
-    "mlflow_tracking_uri",
-    "mlflow_experiment",
-    "model_name",
-    "label_studio_url",
-    "label_studio_project",
-    "feature_service",
-    "image_size",
-    "holdout_fraction",
-    "promotion_margin",
-    "model_arch",
-    "label_classes",
-]
-SECRET_ENV = {  # Secret name -> {key: env var}
-    "flywheel-label-studio": {"token": "FLYWHEEL_LABEL_STUDIO_TOKEN"},
-    "flywheel-mlflow-auth": {
-        "username": "MLFLOW_TRACKING_USERNAME",
-        "password": "MLFLOW_TRACKING_PASSWORD",
-    },
-}
+from flywheel import names
 
 
-def _configure(task: dsl.PipelineTask, settings: Settings, cluster: bool) -> dsl.PipelineTask:
-    """Give a task the platform image and settings; on the cluster, also the Secrets."""
-    task.set_container_image(settings.image)
+def _configure(task: dsl.PipelineTask, cluster: bool) -> dsl.PipelineTask:
+    """On the cluster, the task's settings are the platform ConfigMap and Secret, by
+    reference (every key, as the variable of the same name): nothing from this machine."""
     if cluster:
-        for field in CONFIG_ENV:
-            value = getattr(settings, field)
-            if value is not None:
-                value = json.dumps(value) if isinstance(value, list | dict) else str(value)
-                task.set_env_variable(f"FLYWHEEL_{field.upper()}", value)
-        for secret, keys in SECRET_ENV.items():
-            kubernetes.use_secret_as_env(task, secret_name=secret, secret_key_to_env=keys)
+        kubernetes.use_config_map_as_env(
+            task, config_map_name=names.CONFIG_MAP, config_map_key_to_env=_same(names.CONFIG_KEYS)
+        )
+        kubernetes.use_secret_as_env(
+            task, secret_name=names.SECRET, secret_key_to_env=_same(names.SECRET_KEYS)
+        )
     return task
 
 
-def _gpu(task: dsl.PipelineTask, settings: Settings) -> dsl.PipelineTask:
-    """Accelerator, node selector and tolerations for the train task."""
-    if settings.train_gpus:
-        task.set_accelerator_type(settings.train_accelerator)
-        task.set_accelerator_limit(settings.train_gpus)
-    for key, value in settings.train_node_selector.items():
-        kubernetes.add_node_selector(task, label_key=key, label_value=value)
-    for tol in settings.train_tolerations:
-        kubernetes.add_toleration(task, **tol)
-    return task
+def _same(keys: tuple[str, ...]) -> dict[str, str]:
+    return {key: key for key in keys}
 
 
-def build(settings: Settings | None = None, cluster: bool = False):
-    """Build both pipeline functions for these settings (GPU, env and Secrets baked in)."""
-    s = settings or get_settings()
+def build(cluster: bool = False):
+    """Build both pipeline functions (`cluster`: tasks read the platform ConfigMap/Secret).
+
+    `labels_per_turn=0` and `strategy=""` mean the settings' FLYWHEEL_LABELS_PER_TURN and
+    FLYWHEEL_ACQUISITION, read where the step runs."""
 
     @dsl.pipeline(name="flywheel-turn", description="One turn of the data flywheel.")
     def flywheel_turn(
         params_json: str = "{}",
-        labels_per_turn: int = s.labels_per_turn,
-        strategy: str = s.acquisition,
+        labels_per_turn: int = 0,
+        strategy: str = "",
     ) -> TurnOutputs:
-        snap = _configure(export_labels(), s, cluster).set_caching_options(False)
-        feats = _configure(build_features(snapshot_id=snap.outputs["snapshot_id"]), s, cluster)
-        trained = _train(snap, feats, params_json, s, cluster)
+        snap = _configure(export_labels(), cluster).set_caching_options(False)
+        feats = _configure(build_features(snapshot_id=snap.outputs["snapshot_id"]), cluster)
+        trained = _train(snap, feats, params_json, cluster)
         evaluated, decision = _turn_tail(
-            trained.outputs["model_version"], labels_per_turn, strategy, s, cluster
+            trained.outputs["model_version"], labels_per_turn, strategy, cluster
         )
         return TurnOutputs(
             n_labels=snap.outputs["n_labels"],
@@ -107,34 +77,34 @@ def build(settings: Settings | None = None, cluster: bool = False):
     @dsl.pipeline(name="flywheel-sweep", description="Hyperparameter sweep, best one registered.")
     def flywheel_sweep(
         trials: list = ['{"lr": 0.003}', '{"lr": 0.01}', '{"lr": 0.03}'],  # noqa: B006
-        labels_per_turn: int = s.labels_per_turn,
-        strategy: str = s.acquisition,
+        labels_per_turn: int = 0,
+        strategy: str = "",
     ):
-        snap = _configure(export_labels(), s, cluster).set_caching_options(False)
-        feats = _configure(build_features(snapshot_id=snap.outputs["snapshot_id"]), s, cluster)
+        snap = _configure(export_labels(), cluster).set_caching_options(False)
+        feats = _configure(build_features(snapshot_id=snap.outputs["snapshot_id"]), cluster)
         with dsl.ParallelFor(trials, parallelism=2) as trial:
-            trained = _train(snap, feats, trial, s, cluster)
+            trained = _train(snap, feats, trial, cluster)
         best = _configure(
             pick_best(
                 versions=dsl.Collected(trained.outputs["model_version"]),
                 scores=dsl.Collected(trained.outputs["val_accuracy"]),
             ),
-            s,
             cluster,
         )
-        _turn_tail(best.output, labels_per_turn, strategy, s, cluster)
+        _turn_tail(best.output, labels_per_turn, strategy, cluster)
 
     return flywheel_turn, flywheel_sweep
 
 
-def _train(snap, feats, params_json, s: Settings, cluster: bool) -> dsl.PipelineTask:
-    """The train task on the snapshot's training set, with settings and GPU settings."""
+def _train(snap, feats, params_json, cluster: bool) -> dsl.PipelineTask:
+    """The train task on the snapshot's training set (on the cluster it launches a TrainJob,
+    whose pods get the GPUs: the task itself needs none)."""
     task = train(
         training_set=feats.outputs["training_set"],
         snapshot_id=snap.outputs["snapshot_id"],
         params_json=params_json,
     )
-    return _gpu(_configure(task, s, cluster), s)
+    return _configure(task, cluster)
 
 
 class TurnOutputs(NamedTuple):
@@ -145,20 +115,20 @@ class TurnOutputs(NamedTuple):
     promoted: bool
 
 
-def _turn_tail(model_version, labels_per_turn, strategy, s: Settings, cluster: bool):
+def _turn_tail(model_version, labels_per_turn, strategy, cluster: bool):
     """evaluate -> register -> if promoted: deploy -> select; else: select.
 
     The selection runs after the deploy when there is one, so the new champion picks."""
-    evaluated = _configure(evaluate(model_version=model_version), s, cluster)
-    decision = _configure(register(model_version=model_version), s, cluster)
+    evaluated = _configure(evaluate(model_version=model_version), cluster)
+    decision = _configure(register(model_version=model_version), cluster)
     decision.after(evaluated).set_caching_options(False)
 
     def select():
         task = select_for_labelling(k=labels_per_turn, strategy=strategy)
-        return _configure(task, s, cluster).set_caching_options(False)
+        return _configure(task, cluster).set_caching_options(False)
 
     with dsl.If(decision.output == True, name="promoted"):  # noqa: E712
-        deployed = _configure(deploy(), s, cluster).set_caching_options(False)
+        deployed = _configure(deploy(), cluster).set_caching_options(False)
         select().after(deployed)
     with dsl.Else(name="kept"):
         select()

@@ -1,10 +1,13 @@
-"""Compile, run locally, and submit the pipelines.
+"""Compile, run locally, and submit the pipelines (the KFP side of flywheel.engines).
 
-- `compile_all(settings, out_dir)`: IR YAML for the cluster (GPU settings, env, Secrets baked in).
-- `run_local(settings, ...)`: executes a turn with `kfp.local.SubprocessRunner` against the
-  local services, caching under `<home>/kfp/cache` so unchanged inputs are not recomputed.
-- `submit(settings, ...)`: uploads to a Kubeflow Pipelines endpoint with `kfp.Client`, in an
-  experiment, as a run and optionally a recurring run.
+- `compile_all(out_dir)`: IR YAML for the cluster. Every task reads the platform ConfigMap
+  and Secret by reference; nothing of this machine's settings goes in.
+- `run_local(settings, ...)` / `run_turn_local`: executes a pipeline with
+  `kfp.local.SubprocessRunner` against the local services (settings through
+  `Settings.to_env`), caching under `<home>/kfp/cache`.
+- `KfpSubmitter`: runs on a Kubeflow Pipelines endpoint with `kfp.Client` (the trigger's
+  cluster action submits through it, one turn at a time); `submit(settings, ...)` is the
+  CLI's compile-and-submit, also as a recurring run.
 """
 
 from __future__ import annotations
@@ -24,13 +27,13 @@ class PipelineFailed(FlywheelError):
     """A pipeline step failed; the message names the step and the cause."""
 
 
-def compile_all(settings: Settings, out_dir: Path) -> dict[str, Path]:
+def compile_all(out_dir: Path) -> dict[str, Path]:
     from kfp import compiler
 
     from pipelines.flywheel import build
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    turn, sweep = build(settings, cluster=True)
+    turn, sweep = build(cluster=True)
     paths = {}
     for name, func in (("flywheel-turn", turn), ("flywheel-sweep", sweep)):
         path = out_dir / f"{name}.yaml"
@@ -69,6 +72,11 @@ def run_local(
         os.environ.update(saved)
 
 
+def run_turn_local(settings: Settings, params, k: int, strategy: str) -> dict:
+    """The local pipeline as a turn runner (flywheel.loop.turn)."""
+    return run_local(settings, "turn", params=params, k=k, strategy=strategy)
+
+
 def _run(settings, func_name, root, cache, params, k, strategy) -> dict:
     """Run with the runner's streamed task logs going to `<home>/logs/kfp-local.log`."""
     log = settings.log_dir / "kfp-local.log"
@@ -104,7 +112,7 @@ def _run_logged(settings, func_name, root, cache, params, k, strategy) -> dict:
         cache_root=str(root / "cache"),
         raise_on_error=True,
     )
-    turn, sweep = build(settings, cluster=False)
+    turn, sweep = build(cluster=False)
     func = {"turn": turn, "sweep": sweep}.get(func_name)
     kwargs = {
         "labels_per_turn": settings.labels_per_turn if k is None else k,
@@ -113,7 +121,7 @@ def _run_logged(settings, func_name, root, cache, params, k, strategy) -> dict:
     if func_name == "drift":
         from pipelines.drift import build_drift
 
-        func, kwargs = build_drift(settings, cluster=False), {}
+        func, kwargs = build_drift(cluster=False), {}
     elif params and func_name == "turn":
         kwargs["params_json"] = json.dumps(params)
     elif params:
@@ -138,11 +146,11 @@ def submit(
 
     if not settings.kfp_host:
         raise FlywheelError("no Kubeflow Pipelines endpoint: set FLYWHEEL_KFP_HOST")
-    paths = compile_all(settings, out_dir)
+    paths = compile_all(out_dir)
     if pipeline == "drift":  # its own small pipeline, scheduled apart from the turns
         from pipelines.drift import compile_drift
 
-        paths["flywheel-drift"] = compile_drift(settings, out_dir)
+        paths["flywheel-drift"] = compile_drift(out_dir)
     name = f"flywheel-{pipeline}"
     client = kfp.Client(host=settings.kfp_host)
     if upload_only:
@@ -172,3 +180,43 @@ def submit(
         run_name=f"{name}",
     )
     return run.run_id
+
+
+ACTIVE = {"PENDING", "RUNNING", "PAUSED", "CANCELING"}
+
+
+class KfpSubmitter:
+    """Runs on Kubeflow Pipelines (FLYWHEEL_KFP_HOST), in the FLYWHEEL_KFP_EXPERIMENT."""
+
+    def __init__(self, settings: Settings, client=None):
+        if not settings.kfp_host and client is None:
+            raise FlywheelError("no Kubeflow Pipelines endpoint: set FLYWHEEL_KFP_HOST")
+        self.settings = settings
+        self._client = client
+
+    @property
+    def client(self):
+        if self._client is None:
+            import kfp
+
+            self._client = kfp.Client(host=self.settings.kfp_host)
+        return self._client
+
+    def _experiment_id(self) -> str:
+        return self.client.create_experiment(self.settings.kfp_experiment).experiment_id
+
+    def active_runs(self) -> list[str]:
+        """Ids of the experiment's runs that have not finished."""
+        listed = self.client.list_runs(
+            experiment_id=self._experiment_id(), page_size=100, sort_by="created_at desc"
+        )
+        return [r.run_id for r in (listed.runs or []) if str(r.state) in ACTIVE]
+
+    def submit(self, package: Path, run_name: str) -> str:
+        run = self.client.create_run_from_pipeline_package(
+            str(package),
+            arguments={},
+            experiment_name=self.settings.kfp_experiment,
+            run_name=run_name,
+        )
+        return run.run_id

@@ -40,6 +40,11 @@ CRD_SOURCES = {
         "v2.3.0",
         "manifests/base/crds/trainer.kubeflow.org_trainjobs.yaml",
     ),
+    "trainer.kubeflow.org_trainingruntimes.yaml": (
+        "kubeflow/trainer",
+        "v2.3.0",
+        "manifests/base/crds/trainer.kubeflow.org_trainingruntimes.yaml",
+    ),
     "trainer.kubeflow.org_clustertrainingruntimes.yaml": (
         "kubeflow/trainer",
         "v2.3.0",
@@ -49,6 +54,32 @@ CRD_SOURCES = {
         "feast-dev/feast",
         "v0.66.0",
         "infra/feast-operator/config/crd/bases/feast.dev_featurestores.yaml",
+    ),
+}
+
+
+# sha256 of each pinned file: `make crds` refuses a download that differs.
+CRD_SHA256 = {
+    "serving.kserve.io_inferenceservices.yaml": (
+        "57c3bf13f77de94678bf2ae3748056ec071ad2b9e88d6a28f44fb4710758fcff"
+    ),
+    "serving.kserve.io_servingruntimes.yaml": (
+        "380a3e1e1444cef9b8b88819596692728868205a2147dc66423be469a4a7bbb1"
+    ),
+    "serving.kserve.io_clusterservingruntimes.yaml": (
+        "c6f6bbb1b4b11afd1e38bd6d7255a8795b86efa2b7d14946ccff9d23592e6846"
+    ),
+    "trainer.kubeflow.org_trainjobs.yaml": (
+        "a742cafc5b5582640c7e0b7467c024fc237256fbca5ba0a9f0531dfb66d64416"
+    ),
+    "trainer.kubeflow.org_trainingruntimes.yaml": (
+        "69b8dbdf60a18e28cddcc2b8dfc4ce72a943e14b531b9389d593118faee4919f"
+    ),
+    "trainer.kubeflow.org_clustertrainingruntimes.yaml": (
+        "ec84dc3388fcdbe8c61d3c247a773d14458dd9438e995bea8e50d2a18080eef9"
+    ),
+    "feast.dev_featurestores.yaml": (
+        "92d0199c330a1b73ec8d51d40ba3f9e3b5e95765d0871d6c7b53f1975049a23e"
     ),
 }
 

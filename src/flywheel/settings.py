@@ -22,6 +22,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from flywheel import names
 from flywheel.errors import SettingsError
 
 Port = int
@@ -119,6 +120,15 @@ class Settings(BaseSettings):
     feast_offline_uri: str | None = Field(None, description="Offline parquet (path or s3://).")
     feast_s3_endpoint: str | None = Field(None, description="S3 endpoint (MinIO) for s3:// URIs.")
 
+    # --- state that crosses pods (cluster): an S3-compatible object store ---------------------
+    state_uri: str | None = Field(
+        None, description="Where steps hand state (s3://bucket/prefix). Default: <home>/data."
+    )
+    s3_endpoint: str | None = Field(None, description="S3 endpoint URL, e.g. http://s3:9000.")
+    s3_access_key: SecretStr | None = Field(None, description="S3 access key (a Secret).")
+    s3_secret_key: SecretStr | None = Field(None, description="S3 secret key (a Secret).")
+    s3_region: str = Field("us-east-1", description="S3 region (most servers ignore it).")
+
     # --- training and the registry -----------------------------------------------------------
     holdout_fraction: float = Field(0.2, ge=0.0, lt=1.0, description="Fixed holdout share.")
     promotion_margin: float = Field(
@@ -147,12 +157,16 @@ class Settings(BaseSettings):
     )
 
     # --- the loop: Kubeflow pipelines ------------------------------------------------------------
-    image: str = Field("ghcr.io/flywheel-ml/flywheel:0.1.0", description="Platform image.")
+    image: str = Field(names.IMAGE, description="Platform image (repo:tag or repo@sha256:...).")
     kfp_host: str | None = Field(None, description="Kubeflow Pipelines API endpoint.")
     kfp_experiment: str = "flywheel"
     labels_per_turn: int = Field(50, ge=1, description="Items sent to labelling per turn.")
     acquisition: Literal["least_confidence", "margin", "entropy", "random", "hybrid"] = "margin"
     train_gpus: int = Field(0, ge=0, description="GPUs for the train step on the cluster.")
+    train_num_nodes: int = Field(1, ge=1, description="Nodes of a TrainJob (cluster).")
+    training_runtime: str = Field(
+        names.TRAINING_RUNTIME, description="The chart's TrainingRuntime that TrainJobs use."
+    )
     train_accelerator: str = Field("nvidia.com/gpu", description="Accelerator resource name.")
     train_node_selector: dict[str, str] = Field(
         default_factory=dict, description='JSON, e.g. {"nvidia.com/gpu.present": "true"}.'
@@ -187,8 +201,15 @@ class Settings(BaseSettings):
     )
 
     # --- cluster side (offline checks) ---------------------------------------------------------
+    namespace: str | None = Field(
+        None, description="Release namespace (default: the pod's service-account namespace)."
+    )
+    kube_backend: Literal["kubernetes", "rehearsal"] = Field(
+        "kubernetes", description="How flywheel.kube reaches the cluster (rehearsal: one box)."
+    )
     crds_dir: Path = Field(
-        Path("../shared/crds"), description="Upstream CRDs used to validate custom resources."
+        Path("build/crds"),
+        description="Upstream CRDs for `deploy --dry-run` (`make crds` fetches them here).",
     )
 
     # --- supervision ----------------------------------------------------------------------

@@ -9,6 +9,7 @@ import copy
 import pytest
 
 from flywheel.deploy import checks
+from flywheel.deploy.env import container_env, secret
 from flywheel.deploy.render import ValuesError, profile_values, profiles, render
 from flywheel.settings import load
 
@@ -118,9 +119,12 @@ def test_label_studio_postgres_pvc_token_and_webhooks(dev):
 def test_feast_server_and_materialization(dev):
     (c,) = containers(dev, "Deployment", "feast")
     assert c["command"][:2] == ["feast", "serve"]
-    env = env_of(c)
+    env = container_env(dev, c)
     assert env["FEAST_FS_YAML_FILE_PATH"].endswith("feature_store.cluster.yaml")
-    assert env["FLYWHEEL_FEAST_REGISTRY_URL"].startswith("postgresql+psycopg://$(PGUSER)")
+    password = secret(dev, "flywheel-postgres")["password"]
+    assert env["FLYWHEEL_FEAST_REGISTRY_URL"] == (
+        f"postgresql+psycopg://flywheel:{password}@postgres.flywheel.svc.cluster.local:5432/feast"
+    )
     assert env["FLYWHEEL_FEAST_OFFLINE_URI"].startswith("s3://")
     cron = dev.get("CronJob", "feast-materialize")
     job = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
@@ -200,6 +204,7 @@ def test_bundled_datastores(dev):
         "flywheel-s3",
         "flywheel-mlflow-auth",
         "flywheel-label-studio",
+        "flywheel-platform",
     }
 
 
@@ -208,6 +213,7 @@ def test_external_datastores(external):
     assert {s["metadata"]["name"] for s in external.of_kind("Secret")} == {
         "flywheel-mlflow-auth",
         "flywheel-label-studio",
+        "flywheel-platform",
     }
     (c,) = containers(external, "Deployment", "mlflow")
     env = env_of(c)
@@ -216,7 +222,8 @@ def test_external_datastores(external):
     assert env["AWS_ENDPOINT_URL"] == "https://s3.example.internal"
     assert env["AWS_SECRET_ACCESS_KEY"]["secretKeyRef"]["name"] == "external-s3"
     (f,) = containers(external, "Deployment", "feast")
-    assert env_of(f)["REDIS_HOST"] == "redis.db.example.internal"
+    redis_url = container_env(external, f)["FLYWHEEL_FEAST_REDIS_URL"]
+    assert redis_url.startswith("redis.db.example.internal:6379,password=")
 
 
 # --- secrets ----------
@@ -225,7 +232,7 @@ def test_external_datastores(external):
 def test_secrets_generated_not_fixed(dev):
     again = render("dev")
     first, second = checks.secret_values(dev), checks.secret_values(again)
-    assert first.keys() == second.keys() and len(first) == 8
+    assert first.keys() == second.keys() and len(first) == 8 + 6  # + the platform Secret
     # one value per key, the same in every namespace it is copied to (kubeflow: pipelines)
     copies = checks.secret_copies(dev)
     assert all(len(v) == 2 and len(set(v)) == 1 for v in copies.values()), copies.keys()
@@ -332,15 +339,15 @@ def test_crd_validation_catches_bad_custom_resource(dev):
     assert result.status == "fail" and "minReplicas" in result.detail
 
 
-def test_crd_validation_skips_without_crds(dev, tmp_path):
+def test_crd_validation_fails_without_crds(dev, tmp_path):
     result = checks.validate_custom(dev, "dev", tmp_path / "none")
-    assert result.status == "skip" and "make crds" in result.detail
+    assert result.status == "fail" and "make crds" in result.detail
 
 
 def test_trigger_keeps_state_on_a_volume():
     r = render("dev", {"trigger": {"action": "pipelines.run:on_labels"}})
     (c,) = containers(r, "Deployment", "trigger")
-    env = env_of(c)
+    env = container_env(r, c)
     assert env["FLYWHEEL_HOME"] == "/data/flywheel"
     assert env["FLYWHEEL_TRIGGER_ACTION"] == "pipelines.run:on_labels"
     assert env["FLYWHEEL_TRIGGER_URL"] == "http://trigger.flywheel.svc.cluster.local:8090"

@@ -30,6 +30,19 @@ def test_dry_run_renders_every_profile_and_passes():
     assert " 0 failed" in result.output
 
 
+def test_dry_run_without_crds_fails_naming_make_crds(tmp_path, monkeypatch):
+    monkeypatch.setenv("FLYWHEEL_CRDS_DIR", str(tmp_path / "no-crds"))
+    from flywheel.settings import get_settings
+
+    get_settings.cache_clear()
+    try:
+        result = CliRunner().invoke(app, ["deploy", "--dry-run", "--profile", "dev"])
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code != 0, result.output
+    assert "make crds" in str(result.exception)
+
+
 def test_unknown_profile_exits_non_zero():
     result = CliRunner().invoke(app, ["deploy", "--profile", "prod"])
     assert result.exit_code != 0
@@ -103,6 +116,14 @@ def test_crds_download(crd_server, tmp_path):
     for path in written:
         assert path.read_bytes() == (CRDS_DIR / path.name).read_bytes()
     assert not list(target.glob(".*.part"))
+
+
+def test_crds_download_refuses_a_file_that_is_not_the_pinned_one(crd_server, tmp_path):
+    project, version, path = CRD_SOURCES["trainer.kubeflow.org_trainjobs.yaml"]
+    tampered = tmp_path / "www" / project / version / path
+    tampered.write_text(tampered.read_text().replace("numNodes", "numNodez"))
+    with pytest.raises(CRDDownloadError, match="not the pinned"):
+        download_crds(tmp_path / "crds", timeout=10, base_url=crd_server)
 
 
 def test_crds_download_failure_names_the_url(tmp_path):

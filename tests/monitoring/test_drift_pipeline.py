@@ -11,7 +11,7 @@ from pipelines.drift import compile_drift
 
 def test_drift_pipeline_compiles(tmp_path):
     settings = load(home=tmp_path / "home", image="registry.example.org/flywheel:1.2.3")
-    path = compile_drift(settings, tmp_path / "out")
+    path = compile_drift(tmp_path / "out")
     spec, platform = list(yaml.safe_load_all(path.read_text()))
     assert spec["pipelineInfo"]["name"] == "flywheel-drift"
     [task] = spec["root"]["dag"]["tasks"].values()

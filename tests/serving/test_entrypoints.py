@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+from flywheel.settings import load
 from tests.conftest import settings_env
 from tests.serving.conftest import MODEL
 
@@ -43,6 +44,8 @@ def test_kserve_arguments_win_over_settings(settings):
     cluster = settings.model_copy(update={"mode": "cluster"})
     assert server.http_port(cluster, defaults, 1234) == 8080
     assert server.bind_host(cluster) == "0.0.0.0"
+    # an explicit FLYWHEEL_HOST wins (the rehearsal binds cluster-mode servers to loopback)
+    assert server.bind_host(load(mode="cluster", host="127.0.0.1")) == "127.0.0.1"
 
 
 def _cli(serving, *args: str) -> subprocess.CompletedProcess:

@@ -87,7 +87,7 @@ def deploy(
             results = checks.run_all(settings.crds_dir)
         print_checks(results)
         if not all(r.ok for r in results):
-            raise DeployError("offline checks failed (see the table above)")
+            raise DeployError("offline checks failed (see the table above)" + _crds_hint(results))
         return
 
     overrides = image_values(image or getattr(settings, "image", None))
@@ -95,7 +95,7 @@ def deploy(
         results = checks.check_variant(profile, profile, overrides, settings.crds_dir)
     print_checks(results)
     if not all(r.ok for r in results):
-        raise DeployError("offline checks failed; nothing was installed")
+        raise DeployError("offline checks failed; nothing was installed" + _crds_hint(results))
     ensure_prerequisites()
     values = profile_values(profile, overrides)
     helm_install(values, release, namespace)
@@ -104,6 +104,11 @@ def deploy(
         f"[green]deployed[/] release {release} in namespace {namespace} "
         "(helm test passed); reach the UIs as the release notes say"
     )
+
+
+def _crds_hint(results) -> str:
+    missing = [r.detail for r in results if r.status == "fail" and "make crds" in r.detail]
+    return f"; {missing[0]}" if missing else ""
 
 
 def _kube_config(namespace: str | None = None):
@@ -227,10 +232,12 @@ def download(
 
 def download_crds(target: Path, timeout: float = 30.0, base_url: str = GITHUB_RAW) -> list[Path]:
     """Write each pinned CRD file into `target` (atomically); CRDDownloadError on failure."""
+    import hashlib
+
     import httpx
     import yaml
 
-    from flywheel.crds import CRD_SOURCES
+    from flywheel.crds import CRD_SHA256, CRD_SOURCES
 
     target.mkdir(parents=True, exist_ok=True)
     written = []
@@ -247,6 +254,11 @@ def download_crds(target: Path, timeout: float = 30.0, base_url: str = GITHUB_RA
             ) from None
         if not isinstance(doc, dict) or doc.get("kind") != "CustomResourceDefinition":
             raise CRDDownloadError(f"{url} is not a CustomResourceDefinition")
+        digest = hashlib.sha256(resp.content).hexdigest()
+        if digest != CRD_SHA256[name]:
+            raise CRDDownloadError(
+                f"{url} has sha256 {digest}, not the pinned {CRD_SHA256[name]}: refusing it"
+            )
         tmp = target / f".{name}.part"
         tmp.write_text(resp.text)
         tmp.replace(target / name)

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from flywheel import objectstore
 from flywheel.errors import InputError
 from flywheel.features.representation import pixels, representation
 from flywheel.features.store import definitions, feature_store, offline_uri
@@ -46,11 +47,7 @@ class BuildResult:
 
 
 def _filesystem(settings: Settings, uri: str):
-    from pyarrow import fs
-
-    if uri.startswith("s3://"):
-        return fs.S3FileSystem(endpoint_override=settings.feast_s3_endpoint), uri[5:]
-    return fs.LocalFileSystem(), uri
+    return objectstore.filesystem(settings, uri)
 
 
 def read_offline(settings: Settings, columns: list[str] | None = None):
@@ -100,7 +97,8 @@ def _one_vector(job: tuple[str, Settings]):
     # with embeddings, the `pixels` rows keep the pixels; vectors go to item_embeddings
     represent = pixels if settings.representation == "embedding" else representation
     try:
-        vector = represent(path, settings)
+        image = objectstore.read_bytes(settings, path) if objectstore.is_remote(path) else path
+        vector = represent(image, settings)
     except Exception as exc:  # noqa: BLE001 - any failure of one item quarantines that item
         return None, f"{type(exc).__name__}: {exc}"
     if not np.isfinite(vector).all():

@@ -126,8 +126,11 @@ def ensure_project(settings: Settings, ls=None) -> Project:
 
 
 def ensure_storage(settings: Settings, project: Project, collection: str, ls=None) -> None:
-    """Local-files storage for `<home>/data/items/<collection>` so Label Studio serves it."""
+    """Local-files storage for `<home>/data/items/<collection>` so Label Studio serves it;
+    with the items in the object store (FLYWHEEL_STATE_URI=s3://...), S3 storage instead."""
     ls = ls or client(settings)
+    if (settings.state_uri or "").startswith("s3://"):
+        return _ensure_s3_storage(settings, project, collection, ls)
     path = str(settings.data_dir / "items" / collection)
     existing = _call("list storages", settings, ls.import_storage.local.list, project=project.id)
     if any(s.path == path for s in existing):
@@ -139,6 +142,42 @@ def ensure_storage(settings: Settings, project: Project, collection: str, ls=Non
         project=project.id,
         path=path,
         title=f"items/{collection}",
+        use_blob_urls=True,
+        regex_filter=r".*\.(png|jpe?g)$",
+    )
+
+
+def _ensure_s3_storage(settings: Settings, project: Project, collection: str, ls) -> None:
+    """S3 import storage over `<state_uri>/items/<collection>/`: Label Studio presigns the
+    tasks' s3:// image URIs with it (no sync: tasks are imported by flywheel)."""
+    import os
+
+    from flywheel import objectstore
+
+    bucket, _, prefix = objectstore.state_uri(settings, "items", collection)[5:].partition("/")
+    existing = _call("list storages", settings, ls.import_storage.s3.list, project=project.id)
+    if any(s.bucket == bucket and s.prefix == prefix for s in existing):
+        return
+    access, secret = settings.s3_access_key, settings.s3_secret_key
+    _call(
+        "add S3 storage",
+        settings,
+        ls.import_storage.s3.create,
+        project=project.id,
+        bucket=bucket,
+        prefix=prefix,
+        title=f"items/{collection}",
+        s3endpoint=settings.s3_endpoint
+        or settings.feast_s3_endpoint
+        or os.environ.get("AWS_ENDPOINT_URL"),
+        aws_access_key_id=access.get_secret_value()
+        if access
+        else os.environ.get("AWS_ACCESS_KEY_ID"),
+        aws_secret_access_key=secret.get_secret_value()
+        if secret
+        else os.environ.get("AWS_SECRET_ACCESS_KEY"),
+        region_name=settings.s3_region,
+        presign=True,
         use_blob_urls=True,
         regex_filter=r".*\.(png|jpe?g)$",
     )

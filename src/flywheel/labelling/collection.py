@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
+from flywheel import objectstore
 from flywheel.errors import InputError
 from flywheel.settings import Settings
 
@@ -74,6 +75,13 @@ def items_dir(settings: Settings, collection: str) -> Path:
     return settings.data_dir / "items" / collection
 
 
+def catalogue_uri(settings: Settings) -> str:
+    """The catalogue: `settings.catalogue_path`, or `<state_uri>/catalogue.parquet`."""
+    if settings.state_uri:
+        return objectstore.state_uri(settings, "catalogue.parquet")
+    return str(settings.catalogue_path)
+
+
 def slug(text: str) -> str:
     return _SLUG.sub("-", text).strip("-._") or "items"
 
@@ -95,13 +103,13 @@ def read_catalogue(settings: Settings):
     """The catalogue as a DataFrame (columns in docs/interfaces.md), one row per item."""
     import pandas as pd
 
-    path = settings.catalogue_path
-    if not path.exists():
+    path = catalogue_uri(settings)
+    if not objectstore.exists(settings, path):
         raise InputError(
             f"no catalogue at {path}; run `flywheel collection init` (the demo digits) "
             "or `flywheel collection add DIR`"
         )
-    frame = pd.read_parquet(path)
+    frame = objectstore.read_parquet(settings, path)
     missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
     if missing:
         raise InputError(f"catalogue {path} lacks column(s) {', '.join(missing)}")
@@ -135,7 +143,8 @@ def upsert_catalogue(settings: Settings, rows):
     """Merge `rows` into the catalogue; an unchanged image keeps its `updated_at`."""
     import pandas as pd
 
-    old = read_catalogue(settings) if settings.catalogue_path.exists() else empty_catalogue()
+    exists = objectstore.exists(settings, catalogue_uri(settings))
+    old = read_catalogue(settings) if exists else empty_catalogue()
     known = old.set_index("item_id")
     rows = rows.copy()
     _fill_optional(rows)
@@ -147,7 +156,7 @@ def upsert_catalogue(settings: Settings, rows):
     merged["updated_at"] = pd.to_datetime(merged["updated_at"], utc=True).astype(
         "datetime64[ns, UTC]"
     )
-    _write_parquet(merged[CATALOGUE_COLUMNS], settings.catalogue_path)
+    objectstore.write_parquet(settings, merged[CATALOGUE_COLUMNS], catalogue_uri(settings))
     return merged
 
 
@@ -248,7 +257,8 @@ def add_collection(
     meta = _read_metadata(directory, metadata_csv)
     dest_dir = items_dir(settings, collection)
     cards = set(os.listdir(dest_dir)) if dest_dir.is_dir() else set()
-    catalogue = read_catalogue(settings) if settings.catalogue_path.exists() else None
+    exists = objectstore.exists(settings, catalogue_uri(settings))
+    catalogue = read_catalogue(settings) if exists else None
     known = _known_sources(catalogue)
     owner = {r.item_id: source for source, rows in known.items() for r in rows}
     today = date.today().isoformat()
@@ -317,10 +327,15 @@ def add_collection(
                     continue
                 outcome.status = "changed" if previous else "added"
                 info = info_of.get(outcome.file, {})
+                image_path = outcome.info["image_path"]
+                if objectstore.is_remote(settings.state_uri or ""):  # cluster: cards in S3
+                    card = Path(image_path)
+                    image_path = objectstore.state_uri(settings, "items", collection, card.name)
+                    objectstore.write_bytes(settings, image_path, card.read_bytes())
                 rows.append(
                     {
                         "item_id": outcome.item_id,
-                        "image_path": outcome.info["image_path"],
+                        "image_path": image_path,
                         "collection": collection,
                         "accession_date": info.get("accession_date") or today,
                         "image_sha256": outcome.info["image_sha256"],
@@ -363,7 +378,7 @@ def _finish(
     if rows:
         grouped = assign_groups(catalogue, settings.near_duplicate_bits)
         if not grouped["dup_group"].equals(catalogue["dup_group"]):
-            _write_parquet(grouped[CATALOGUE_COLUMNS], settings.catalogue_path)
+            objectstore.write_parquet(settings, grouped[CATALOGUE_COLUMNS], catalogue_uri(settings))
             catalogue = grouped
     ids = {r["item_id"] for r in rows} | {r.item_id for r in unchanged}
     mine = catalogue[catalogue.item_id.isin(ids)].reset_index(drop=True)
@@ -437,7 +452,7 @@ def register_tasks(settings: Settings, rows) -> int:
     existing = set(lsc.tasks_by_item(lsc.project_tasks(settings, project, ls)))
     new = [
         {
-            "image": task_url(settings, Path(r.image_path)),
+            "image": task_url(settings, r.image_path),
             "item_id": r.item_id,
             "collection": r.collection,
             "priority": 0,
@@ -457,11 +472,14 @@ def register_tasks(settings: Settings, rows) -> int:
     return len(new)
 
 
-def task_url(settings: Settings, image_path: Path) -> str:
-    """The local-files URL Label Studio serves `image_path` under (relative to data_dir)."""
+def task_url(settings: Settings, image_path: Path | str) -> str:
+    """The local-files URL Label Studio serves `image_path` under (relative to data_dir);
+    an s3:// URI stays as it is (Label Studio resolves it through its S3 storage)."""
     from urllib.parse import quote
 
-    rel = image_path.resolve().relative_to(settings.data_dir.resolve()).as_posix()
+    if objectstore.is_remote(image_path):
+        return str(image_path)
+    rel = Path(image_path).resolve().relative_to(settings.data_dir.resolve()).as_posix()
     return f"/data/local-files/?d={quote(rel)}"
 
 

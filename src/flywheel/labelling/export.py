@@ -16,8 +16,10 @@ Studio JSON export) and keeps one label per task by these rules:
 
 Columns: item_id, label, annotator (e-mail), annotated_at (UTC), task_id, snapshot_id; rows
 sorted by item_id. The snapshot id is a content hash of those rows, so the same annotations
-always give the same id and file (`settings.snapshot_dir/<snapshot_id>.parquet`), and a
-pipeline run keyed on it can be cached and reproduced.
+always give the same id and file, and a pipeline run keyed on it can be cached and
+reproduced. The file is `snapshot_uri(settings, id)`: `<home>/data/snapshots/<id>.parquet` on
+the dev box, `<state_uri>/snapshots/<id>.parquet` (the object store) in cluster mode, so a
+step in another pod reads the same snapshot.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from flywheel import objectstore
 from flywheel.errors import InputError
 from flywheel.labelling import client as lsc
 from flywheel.settings import Settings
@@ -36,7 +39,7 @@ COLUMNS = ["item_id", "label", "annotator", "annotated_at", "task_id", "snapshot
 @dataclass
 class Snapshot:
     snapshot_id: str
-    path: Path
+    path: Path | str  # a local Path, or an s3:// URI in cluster mode (see snapshot_uri)
     frame: object  # pandas.DataFrame with COLUMNS
     stats: dict = field(default_factory=dict)
 
@@ -119,26 +122,32 @@ def export_labels(settings: Settings) -> Snapshot:
     tasks = lsc.project_tasks(settings, ls=ls)
     rows, stats = resolve(tasks, settings.label_classes, lambda u: lsc.user_email(settings, u))
     frame, snapshot_id = snapshot_frame(rows)
-    path = settings.snapshot_dir / f"{snapshot_id}.parquet"
-    if not path.exists():  # same id = same content: never rewritten
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp.parquet")
-        frame.to_parquet(tmp, index=False)
-        tmp.replace(path)
+    uri = write_snapshot(settings, frame, snapshot_id)
     from flywheel.cards import write_dataset_card
 
-    write_dataset_card(settings, frame)  # <snapshot_id>.md beside the parquet
-    return Snapshot(snapshot_id, path, frame, stats)
+    write_dataset_card(settings, frame)  # <snapshot_id>.md beside the local parquet
+    return Snapshot(snapshot_id, objectstore.location(uri), frame, stats)
+
+
+def write_snapshot(settings: Settings, frame, snapshot_id: str) -> str:
+    """Store a snapshot frame under its id; returns its URI. Same id = same content, so an
+    existing one is never rewritten."""
+    uri = snapshot_uri(settings, snapshot_id)
+    if not objectstore.exists(settings, uri):
+        objectstore.write_parquet(settings, frame, uri)
+    return uri
+
+
+def snapshot_uri(settings: Settings, snapshot_id: str) -> str:
+    """Where the snapshot with this id lives (a local path or an s3:// URI)."""
+    return objectstore.state_uri(settings, "snapshots", f"{snapshot_id}.parquet")
 
 
 def read_snapshot(settings: Settings, snapshot_id: str):
     """A snapshot written earlier, by id."""
-    import pandas as pd
-
-    path = settings.snapshot_dir / f"{snapshot_id}.parquet"
-    if not path.exists():
+    uri = snapshot_uri(settings, snapshot_id)
+    if not objectstore.exists(settings, uri):
         raise InputError(
-            f"no label snapshot {snapshot_id!r} in {settings.snapshot_dir}; "
-            "run `flywheel labels export`"
+            f"no label snapshot {snapshot_id!r} at {uri}; run `flywheel labels export`"
         )
-    return pd.read_parquet(path)
+    return objectstore.read_parquet(settings, uri)

@@ -1,18 +1,18 @@
 """`flywheel loop ...` and `flywheel demo`.
 
 The KFP side (compile, local pipeline runs, submit) lives in `pipelines/`: these commands
-reach it through `importlib`, so the flywheel library itself never imports kfp.
+reach it through `flywheel.engines`, so the loop package never names it.
 """
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
 
+from flywheel import engines
 from flywheel.settings import get_settings
 
 app = typer.Typer(
@@ -24,11 +24,11 @@ Engine = Annotated[str, typer.Option(help="kfp: the local Kubeflow pipeline; dir
 
 
 def _pipelines():
-    return importlib.import_module("pipelines.run")
+    return engines.pipelines()
 
 
 def _check_engine(engine: str) -> None:
-    if engine not in ("kfp", "direct"):
+    if engine not in engines.ENGINES:
         raise typer.BadParameter(f"engine must be kfp or direct, not {engine!r}")
 
 
@@ -80,7 +80,7 @@ def compile_(
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("build/pipelines"),
 ) -> None:
     """Compile both pipelines to IR YAML for Kubeflow Pipelines."""
-    for name, path in _pipelines().compile_all(get_settings(), out).items():
+    for name, path in _pipelines().compile_all(out).items():
         console.print(f"{name}: {path}")
 
 

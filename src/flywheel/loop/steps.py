@@ -15,7 +15,6 @@ records its timing, and returns a small dict of plain values (what KFP passes on
 
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
 
@@ -39,7 +38,7 @@ def export_labels(out_path: str | None = None, settings: Settings | None = None)
         snap = export(s)
         if out_path:
             Path(out_path).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(snap.path, out_path)
+            snap.frame.to_parquet(out_path, index=False)
         rec.update(snapshot_id=snap.snapshot_id, n_labels=len(snap.frame))
     return {"snapshot_id": snap.snapshot_id, "n_labels": len(snap.frame), "path": str(snap.path)}
 
@@ -80,22 +79,24 @@ def train(
     snapshot_id: str,
     params: dict | None = None,
     settings: Settings | None = None,
+    training_set_uri: str | None = None,
 ) -> dict:
+    """Train on the training set: in this process locally; on the cluster as a TrainJob
+    whose pods read the set from its URI (`training_set_uri`, the KFP artifact's)."""
     from flywheel.training import TrainConfig
     from flywheel.training import train as train_model
 
     s = _settings(settings)
     with timed(s, "train", snapshot_id=snapshot_id) as rec:
-        frame = read_training_set(training_set_path)
         config = TrainConfig(
             snapshot_id=snapshot_id, feature_service=s.feature_service, **(params or {})
         )
         if s.mode == "cluster":
             from flywheel.training.trainjob import run_trainjob
 
-            result = run_trainjob(s, training_set_path, config)
+            result = run_trainjob(s, training_set_uri or training_set_path, config)
         else:
-            result = train_model(frame, s, config)
+            result = train_model(read_training_set(training_set_path), s, config)
         out = {
             "model_version": str(result.version),
             "run_id": str(result.run_id),
@@ -326,6 +327,8 @@ def select_for_labelling(
     from flywheel.labelling.duplicates import near_duplicate_groups
 
     s = _settings(settings)
+    k = k or s.labels_per_turn  # 0 / "": the settings (the pipeline's defaults)
+    strategy = strategy or s.acquisition
     champion_version = champion_version or current_champion(s)
     with timed(s, "select_for_labelling", model_version=champion_version) as rec:
         held = quarantine.quarantined_ids(s)

@@ -1,22 +1,27 @@
-"""One turn of the loop, run in this process (`engine="direct"`) or as the local Kubeflow
-pipeline (`engine="kfp"`, the same steps as KFP tasks with caching).
+"""One turn of the loop, run by a runner: a function `(settings, params, k, strategy) ->
+outputs` (the steps' typed outputs: n_labels, model_version, challenger_accuracy,
+champion_accuracy, promoted, and optionally champion_version, selected).
 
-`run_turn` returns a TurnReport: labels used, the champion and its holdout accuracy,
-whether the challenger was promoted, the items chosen for labelling, and step timings.
+`run_direct` runs the steps in this process; the local Kubeflow pipeline runner lives with
+the pipelines (`flywheel.engines` names both). `run_turn` takes a runner or an engine name
+and returns a TurnReport: labels used, the champion and its holdout accuracy, whether the
+challenger was promoted, the items chosen for labelling, and step timings.
 """
 
 from __future__ import annotations
 
-import importlib
 import json
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from flywheel.loop import steps, timings
 from flywheel.loop.lock import loop_lock
 from flywheel.settings import Settings
+
+Runner = Callable[..., dict]
 
 
 @dataclass
@@ -43,7 +48,7 @@ def selection_path(settings: Settings) -> Path:
 
 def run_turn(
     settings: Settings,
-    engine: str = "direct",
+    engine: str | Runner = "direct",
     params: dict | None = None,
     k: int | None = None,
     strategy: str | None = None,
@@ -70,24 +75,27 @@ def run_turn(
     return report
 
 
-def _turn(settings: Settings, engine: str, params, k, strategy) -> TurnReport:
+def _turn(settings: Settings, engine: str | Runner, params, k, strategy) -> TurnReport:
     k = settings.labels_per_turn if k is None else k
     strategy = strategy or settings.acquisition
     started = time.time()
-    if engine == "kfp":
-        # pipelines/ composes the KFP side; flywheel itself never imports kfp.
-        runner = importlib.import_module("pipelines.run")
-        out = runner.run_local(settings, "turn", params=params, k=k, strategy=strategy)
+    if isinstance(engine, str):
+        from flywheel import engines
+
+        runner, name = engines.runner(engine), engine
     else:
-        out = _direct(settings, params, k, strategy)
+        runner, name = engine, getattr(engine, "__name__", "custom")
+    out = runner(settings, params, k, strategy)
     promoted = bool(out["promoted"])
     version = str(out["model_version"])
     champion = str(out.get("champion_version") or steps.current_champion(settings))
     champion_acc = (
         out["challenger_accuracy"] if promoted or champion == version else out["champion_accuracy"]
     )
-    path = selection_path(settings)
-    selected = json.loads(path.read_text())["item_ids"] if path.exists() else []
+    selected = out.get("selected")
+    if selected is None:  # the local pipeline: its selection output is in a branch
+        path = selection_path(settings)
+        selected = json.loads(path.read_text())["item_ids"] if path.exists() else []
     return TurnReport(
         n_labels=int(out["n_labels"]),
         model_version=version,
@@ -97,26 +105,44 @@ def _turn(settings: Settings, engine: str, params, k, strategy) -> TurnReport:
         champion_accuracy=float(champion_acc),
         selected=selected,
         seconds=time.time() - started,
-        steps={r["step"]: r["seconds"] for r in timings.read(settings, since=started)},
-        engine=engine,
+        steps=out.get("steps") or _recorded_steps(settings, started),
+        engine=name,
         started=started,
     )
 
 
-def _direct(settings: Settings, params, k: int, strategy: str) -> dict:
-    """The same steps as the pipeline, in this process."""
-    snap = steps.export_labels(settings=settings)
+def _recorded_steps(settings: Settings, started: float) -> dict[str, float]:
+    """Step times a runner did not return (the local pipeline's tasks are processes of
+    their own): the timings they recorded since the turn started."""
+    return {r["step"]: r["seconds"] for r in timings.read(settings, since=started)}
+
+
+def run_direct(settings: Settings, params, k: int, strategy: str) -> dict:
+    """The runner of the same steps as the pipeline, in this process. Its outputs carry the
+    selected items and each step's time."""
+    took: dict[str, float] = {}
+
+    def step(fn, *args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return fn(*args, settings=settings, **kwargs)
+        finally:
+            took[fn.__name__] = round(time.perf_counter() - start, 3)
+
+    snap = step(steps.export_labels)
     with tempfile.TemporaryDirectory(dir=settings.home) as tmp:
         training_set = str(Path(tmp) / "training_set.parquet")
-        steps.build_features(snap["snapshot_id"], training_set, settings=settings)
-        trained = steps.train(training_set, snap["snapshot_id"], params, settings=settings)
+        step(steps.build_features, snap["snapshot_id"], training_set)
+        trained = step(steps.train, training_set, snap["snapshot_id"], params)
     version = trained["model_version"]
-    evaluated = steps.evaluate(version, settings=settings)
-    decision = steps.register(version, settings=settings)
+    evaluated = step(steps.evaluate, version)
+    decision = step(steps.register, version)
     if decision["promoted"]:
-        steps.deploy(decision["champion_version"], settings=settings)
-    steps.select_for_labelling(decision["champion_version"], k, strategy, settings=settings)
+        step(steps.deploy, decision["champion_version"])
+    chosen = step(steps.select_for_labelling, decision["champion_version"], k, strategy)
     return {
+        "steps": took,
+        "selected": chosen["item_ids"],
         "n_labels": snap["n_labels"],
         "model_version": version,
         **evaluated,

@@ -49,7 +49,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def bind_host(settings: Settings) -> str:
-    return settings.host if settings.mode == "local" else "0.0.0.0"
+    """Local: settings.host. Cluster: every interface, unless FLYWHEEL_HOST says otherwise
+    (the rehearsal maps the chart's 0.0.0.0 to loopback)."""
+    if settings.mode == "local" or "host" in settings.model_fields_set:
+        return settings.host
+    return "0.0.0.0"
 
 
 def http_port(settings: Settings, args: argparse.Namespace, local_port: int) -> int:

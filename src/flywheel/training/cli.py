@@ -91,24 +91,24 @@ def sweep(
 @app.command()
 def trainjob(
     name: Annotated[str, typer.Option()] = "flywheel-train",
-    image: Annotated[str, typer.Option()] = "ghcr.io/flywheel/flywheel:latest",
-    nodes: Annotated[int, typer.Option(min=1)] = 1,
-    gpus: Annotated[int, typer.Option(min=0, help="GPUs per node")] = 1,
-    snapshot: Annotated[
-        str, typer.Option(help="snapshot path inside the pod")
-    ] = "/data/snapshots/latest.parquet",
+    nodes: Annotated[
+        int | None, typer.Option(min=1, help="Default: FLYWHEEL_TRAIN_NUM_NODES")
+    ] = None,
+    gpus: Annotated[int | None, typer.Option(min=0, help="Default: FLYWHEEL_TRAIN_GPUS")] = None,
+    frame: Annotated[
+        str, typer.Option(help="training set URI the pods read")
+    ] = "s3://flywheel/training-sets/latest.parquet",
     output: Annotated[Path | None, typer.Option("-o", help="write the YAML here")] = None,
 ) -> None:
-    """Build the Kubeflow Trainer v2 TrainJob, validate it against its CRD, print YAML."""
+    """Build the Kubeflow Trainer v2 TrainJob (image from FLYWHEEL_IMAGE), validate it
+    against its CRD, print YAML."""
     import yaml
 
     from flywheel.crds import validate_custom_resource
     from flywheel.training.trainjob import build_trainjob
 
     settings = get_settings()
-    job = build_trainjob(
-        settings, name=name, image=image, num_nodes=nodes, gpus_per_node=gpus, snapshot=snapshot
-    )
+    job = build_trainjob(settings, name=name, num_nodes=nodes, gpus_per_node=gpus, frame=frame)
     validate_custom_resource(job, settings.crds_dir)
     text = yaml.safe_dump(job, sort_keys=False)
     if output:

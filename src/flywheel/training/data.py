@@ -139,6 +139,21 @@ def prepare(
     return Splits(part(train), part(val), part(hold), list(classes))
 
 
+def read_frame(settings, uri):
+    """A labelled frame (or a snapshot) by URI: a local path or an s3:// object (the
+    training set a pipeline step wrote, read by a TrainJob pod); pixels as float32."""
+    from flywheel import objectstore
+
+    if not objectstore.exists(settings, uri):
+        raise InputError(f"no such file: {uri}")
+    frame = objectstore.read_parquet(settings, uri)
+    if "pixels" in frame.columns:
+        frame["pixels"] = [
+            None if p is None else np.asarray(p, dtype=np.float32) for p in frame["pixels"]
+        ]
+    return frame
+
+
 def synthetic(n: int, d: int, n_classes: int, seed: int = 0) -> Splits:
     """Random features and labels, for throughput checks (no validation, no holdout)."""
     gen = torch.Generator().manual_seed(seed)

@@ -30,7 +30,7 @@ import lightning as L
 import torch
 
 from flywheel.errors import FlywheelError, InputError
-from flywheel.training.data import FlywheelData, Splits, prepare, synthetic
+from flywheel.training.data import FlywheelData, Splits, prepare, read_frame, synthetic
 from flywheel.training.model import ARCHS, HEADS, Probabilities, build_head, build_model
 from flywheel.training.module import ClassifierModule, predict
 
@@ -621,19 +621,10 @@ def load_frame(settings, snapshot: str | Path | None = None, frame: str | Path |
     `flywheel.features.training_set`), or a ready frame with item_id, label, pixels."""
     if (snapshot is None) == (frame is None):
         raise InputError("give exactly one of --snapshot or --frame")
-    data = _read_parquet(snapshot or frame)
+    data = read_frame(settings, snapshot or frame)
     sid = str(data["snapshot_id"].iloc[0]) if "snapshot_id" in data and len(data) else ""
     if snapshot is not None:
         from flywheel.features import training_set
 
         return training_set(data, settings), sid or Path(str(snapshot)).stem
     return data, sid
-
-
-def _read_parquet(path):
-    """Read a parquet file: a local path, or a URL pandas can open (s3://... in a pod)."""
-    import pandas as pd
-
-    if "://" not in str(path) and not Path(path).exists():
-        raise InputError(f"no such file: {path}")
-    return pd.read_parquet(path)

@@ -1,90 +1,94 @@
 """The cluster path: a Kubeflow Trainer v2 TrainJob that runs our entry point.
 
-`build_trainjob` uses the Kubeflow SDK (`kubeflow.trainer`, 0.5.0) to turn a
-`CustomTrainerContainer` (our image, numNodes, GPUs per node, environment) into the
-TrainJob's trainer, sets the command to the same entry point as on the dev box
-(`torchrun -m flywheel.training ...`), and refers to the `torch-distributed`
-ClusterTrainingRuntime. The runtime's torch plugin sets PET_NNODES, PET_NPROC_PER_NODE,
-PET_NODE_RANK and PET_MASTER_ADDR/PORT, which torchrun reads as its defaults, so the
-command has no rendezvous flags. The result is a plain dict, checked offline with
-`flywheel.crds.validate_custom_resource`. `run_trainjob` submits it, waits, and reads the
-result back from MLflow (the run is tagged `trainjob=<name>`); it needs a cluster and is
-not exercised by the tests.
+`build_trainjob(settings, ...)` is the TrainJob (a plain dict, the CRD's shape):
+
+- the platform image from settings (FLYWHEEL_IMAGE, `repo@sha256:...` when the chart pins
+  a digest), in the release namespace (flywheel.kube);
+- `runtimeRef` to the chart's hardened TrainingRuntime (FLYWHEEL_TRAINING_RUNTIME): its pod
+  template is non-root, read-only, with limits and GPU scheduling, and takes ALL settings,
+  MLflow credentials included, by reference from the platform ConfigMap and Secret
+  (envFrom). The TrainJob adds no setting of the machine that built it, only its own name
+  (FLYWHEEL_TRAINJOB, tagged on the MLflow run to find it afterwards);
+- `numNodes` and one process per GPU from FLYWHEEL_TRAIN_NUM_NODES / FLYWHEEL_TRAIN_GPUS
+  (1 on CPU). The pods' resources (limits, and the GPUs: the chart renders the runtime
+  and FLYWHEEL_TRAIN_GPUS from the same value) are the runtime's; `resourcesPerNode` is set
+  only when asked for explicitly (`gpus_per_node`, `cpu`, `memory`);
+- the same entry point as on the dev box: `torchrun -m flywheel.training ...` (Trainer's
+  torch plugin sets PET_NNODES, PET_NODE_RANK, PET_MASTER_ADDR/PORT, torchrun's defaults).
+
+`run_trainjob` creates it through `flywheel.kube` (server-side dry run first: the API server
+validates it against the CRD, so no pod needs CRD files), waits for Complete (or fails with
+the job's own message), and reads the result back from MLflow.
 """
 
 from __future__ import annotations
 
-RUNTIME = "torch-distributed"
+from flywheel.errors import InputError, ServiceError
+
+GROUP = "trainer.kubeflow.org"
+API_VERSION = f"{GROUP}/v1alpha1"
+COMMAND = ["torchrun", "-m", "flywheel.training"]
 
 
 def build_trainjob(
     settings,
     name: str = "flywheel-train",
-    image: str = "ghcr.io/flywheel/flywheel:latest",
-    num_nodes: int = 1,
-    gpus_per_node: int = 1,
-    snapshot: str = "/data/snapshots/latest.parquet",
+    snapshot: str | None = None,
     frame: str | None = None,
-    runtime: str = RUNTIME,
     extra_args: list[str] | tuple[str, ...] = (),
-    cpu: str = "4",
-    memory: str = "16Gi",
+    num_nodes: int | None = None,
+    gpus_per_node: int | None = None,
+    cpu: str | None = None,
+    memory: str | None = None,
 ) -> dict:
-    """The TrainJob custom resource (a dict) for one training run on the cluster."""
-    from kubeflow.trainer.backends.kubernetes import utils
-    from kubeflow.trainer.constants import constants
-    from kubeflow.trainer.types import types
-    from kubeflow_trainer_api import models
-
-    from flywheel.errors import InputError
-
-    if num_nodes < 1 or gpus_per_node < 0:
+    """The TrainJob custom resource for one training run on `frame` (or `snapshot`)."""
+    num_nodes = settings.train_num_nodes if num_nodes is None else num_nodes
+    gpus = settings.train_gpus if gpus_per_node is None else gpus_per_node
+    if num_nodes < 1 or gpus < 0:
         raise InputError("a TrainJob needs num_nodes >= 1 and gpus_per_node >= 0")
-    resources = {"cpu": cpu, "memory": memory}
-    if gpus_per_node:
-        resources["gpu"] = str(gpus_per_node)
-    env = {
-        "FLYWHEEL_MODE": "cluster",
-        "FLYWHEEL_MLFLOW_TRACKING_URI": settings.tracking_uri,
-        "FLYWHEEL_MLFLOW_EXPERIMENT": settings.mlflow_experiment,
-        "FLYWHEEL_MODEL_NAME": settings.model_name,
-        "FLYWHEEL_MODEL_ARCH": settings.model_arch,
-        "FLYWHEEL_HOLDOUT_FRACTION": str(settings.holdout_fraction),
-        "FLYWHEEL_FEATURE_SERVICE": settings.feature_service,
-        "FLYWHEEL_HOME": "/tmp/flywheel",  # checkpoints; data comes from the stores
-        "FLYWHEEL_TRAINJOB": name,  # tagged on the MLflow run, to find it afterwards
-    }
-    container = types.CustomTrainerContainer(
-        image=image, num_nodes=num_nodes, resources_per_node=resources, env=env
-    )
-    runtime_info = types.Runtime(
-        name=runtime,
-        trainer=types.RuntimeTrainer(
-            trainer_type=types.TrainerType.CUSTOM_TRAINER, framework="torch", image=image
-        ),
-        kind=types.RuntimeKind.CLUSTER_TRAINING_RUNTIME,
-    )
-    trainer = utils.get_trainer_cr_from_custom_trainer(runtime_info, container)
-    trainer.command = ["torchrun", "-m", "flywheel.training"]
+    if not (frame or snapshot):
+        raise InputError("a TrainJob needs a training set (frame) or a snapshot to train on")
     data = ["--frame", frame] if frame else ["--snapshot", snapshot]
-    trainer.args = [*data, *extra_args]
-    trainer.num_proc_per_node = max(1, gpus_per_node)
-    job = models.TrainerV1alpha1TrainJob(
-        apiVersion=constants.API_VERSION,
-        kind=constants.TRAINJOB_KIND,
-        metadata=models.IoK8sApimachineryPkgApisMetaV1ObjectMeta(
-            name=name, labels={"app.kubernetes.io/part-of": "flywheel"}
-        ),
-        spec=models.TrainerV1alpha1TrainJobSpec(
-            runtimeRef=models.TrainerV1alpha1RuntimeRef(
-                name=runtime,
-                kind=types.RuntimeKind.CLUSTER_TRAINING_RUNTIME.value,
-                apiGroup=constants.GROUP,
-            ),
-            trainer=trainer,
-        ),
+    trainer = {
+        "image": settings.image,
+        "command": list(COMMAND),
+        "args": [*data, *extra_args],
+        "numNodes": num_nodes,
+        "numProcPerNode": max(1, gpus),
+        "env": [{"name": "FLYWHEEL_TRAINJOB", "value": name}],
+    }
+    resources = {"cpu": cpu, "memory": memory} | (
+        {settings.train_accelerator: str(gpus)} if gpus_per_node is not None and gpus else {}
     )
-    return job.to_dict()
+    resources = {k: v for k, v in resources.items() if v}
+    if resources:  # replaces the runtime's resources for this job
+        trainer["resourcesPerNode"] = {"requests": dict(resources), "limits": dict(resources)}
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "TrainJob",
+        "metadata": {"name": name, "labels": {"app.kubernetes.io/part-of": "flywheel"}},
+        "spec": {
+            "runtimeRef": {
+                "apiGroup": GROUP,
+                "kind": "TrainingRuntime",
+                "name": settings.training_runtime,
+            },
+            "trainer": trainer,
+        },
+    }
+
+
+def trainjob_done(obj: dict) -> bool:
+    """True once the TrainJob completed; a ServiceError naming why when it failed."""
+    done = {
+        c["type"]: c
+        for c in (obj.get("status") or {}).get("conditions", [])
+        if c.get("status") == "True"
+    }
+    if "Failed" in done:
+        name = obj["metadata"]["name"]
+        raise ServiceError(f"TrainJob {name} failed: {done['Failed'].get('message', '')}")
+    return "Complete" in done
 
 
 def config_args(config) -> list[str]:
@@ -121,64 +125,24 @@ def run_trainjob(
     frame_path: str,
     config,
     name: str | None = None,
-    image: str = "ghcr.io/flywheel/flywheel:latest",
-    num_nodes: int = 1,
-    gpus_per_node: int = 1,
-    namespace: str | None = None,
+    cluster=None,
     timeout_s: float = 6 * 3600,
-    poll_s: float = 15.0,
 ):
-    """Submit a TrainJob training on `frame_path` (a path the pods can read), wait for it,
-    and return the TrainResult read back from its MLflow run. Needs a cluster."""
+    """Create a TrainJob training on `frame_path` (a URI the pods can read) through
+    `flywheel.kube`, wait for it, and return the TrainResult read back from its MLflow run."""
     import json
-    import os
-    import time
     import uuid
 
-    from kubernetes import client
-    from kubernetes import config as kube_config
     from mlflow import MlflowClient
 
-    from flywheel.crds import validate_custom_resource
-    from flywheel.errors import ServiceError
+    from flywheel import kube
     from flywheel.training.run import TrainResult
 
     name = name or f"flywheel-train-{uuid.uuid4().hex[:8]}"
-    namespace = namespace or os.environ.get("POD_NAMESPACE", "default")
-    job = build_trainjob(
-        settings,
-        name=name,
-        image=image,
-        num_nodes=num_nodes,
-        gpus_per_node=gpus_per_node,
-        frame=frame_path,
-        extra_args=config_args(config),
-    )
-    validate_custom_resource(job, settings.crds_dir)
-    try:
-        kube_config.load_incluster_config()
-    except kube_config.ConfigException:
-        kube_config.load_kube_config()
-    api = client.CustomObjectsApi()
-    group, version = job["apiVersion"].split("/")
-    api.create_namespaced_custom_object(group, version, namespace, "trainjobs", job)
-    deadline = time.monotonic() + timeout_s
-    while True:
-        obj = api.get_namespaced_custom_object(group, version, namespace, "trainjobs", name)
-        done = {
-            c["type"]: c
-            for c in obj.get("status", {}).get("conditions", [])
-            if c.get("status") == "True"
-        }
-        if "Failed" in done:
-            raise ServiceError(
-                f"TrainJob {namespace}/{name} failed: {done['Failed'].get('message', '')}"
-            )
-        if "Complete" in done:
-            break
-        if time.monotonic() > deadline:
-            raise ServiceError(f"TrainJob {namespace}/{name} did not finish in {timeout_s} s")
-        time.sleep(poll_s)
+    job = build_trainjob(settings, name=name, frame=frame_path, extra_args=config_args(config))
+    cluster = cluster or kube.get_cluster(settings)
+    cluster.create(job)
+    cluster.wait("TrainJob", name, trainjob_done, timeout_s)
     mlflow = MlflowClient(settings.tracking_uri)
     exp = mlflow.get_experiment_by_name(settings.mlflow_experiment)
     runs = mlflow.search_runs([exp.experiment_id], f"tags.trainjob = '{name}'") if exp else []

@@ -16,10 +16,30 @@ app.kubernetes.io/name: {{ .component }}
 app.kubernetes.io/instance: {{ .ctx.Release.Name }}
 {{- end }}
 
-{{/* Platform image (our code): global.image. */}}
+{{/* Platform image (our code): global.image, pinned by digest when one is given. */}}
 {{- define "flywheel.image" -}}
+{{ include "flywheel.imageRef" . | quote }}
+{{- end }}
+{{- define "flywheel.imageRef" -}}
 {{- $img := .Values.global.image -}}
-{{ printf "%s:%s" $img.repository $img.tag | quote }}
+{{- if $img.digest -}}
+{{ printf "%s@%s" $img.repository $img.digest }}
+{{- else -}}
+{{ printf "%s:%s" $img.repository $img.tag }}
+{{- end -}}
+{{- end }}
+
+{{/*
+Settings, by reference: the platform ConfigMap and Secret (templates/platform.yaml and
+templates/secrets.yaml of the umbrella chart; names in src/flywheel/names.py) as the
+container's environment. Every flywheel workload takes its settings this way only.
+*/}}
+{{- define "flywheel.envFrom.platform" -}}
+envFrom:
+  - configMapRef:
+      name: flywheel-platform
+  - secretRef:
+      name: flywheel-platform
 {{- end }}
 
 {{/* Pod-level security context. Args: uid (int). */}}
@@ -52,6 +72,24 @@ generate. Args: ctx, name (Secret), key, length.
 {{ index $existing.data .key }}
 {{- else -}}
 {{ randAlphaNum (.length | default 32) | b64enc }}
+{{- end -}}
+{{- end }}
+
+{{/*
+One decoded value of a datastore Secret, for the platform Secret: from the Secrets this
+render generates (byName), or, for an existingSecret, read with `lookup` (offline: a
+placeholder naming it). Args: ctx, byName, existing, default (Secret name), key.
+*/}}
+{{- define "flywheel.platformSecretValue" -}}
+{{- if .existing -}}
+{{- $found := lookup "v1" "Secret" .ctx.Release.Namespace .existing -}}
+{{- if and $found $found.data (hasKey $found.data .key) -}}
+{{ index $found.data .key | b64dec }}
+{{- else -}}
+{{ printf "unread-existingSecret-%s-%s" .existing .key }}
+{{- end -}}
+{{- else -}}
+{{ index (index .byName .default) .key | b64dec }}
 {{- end -}}
 {{- end }}
 
@@ -117,40 +155,6 @@ generate. Args: ctx, name (Secret), key, length.
       key: {{ .Values.global.s3.secretKeyKey }}
 {{- end }}
 
-{{/* Env: what every flywheel process reads (FLYWHEEL_* settings, MLflow client auth). */}}
-{{- define "flywheel.env.platform" -}}
-- name: FLYWHEEL_MODE
-  value: cluster
-- name: FLYWHEEL_HOME
-  value: {{ .Values.flywheelHome | default "/tmp/flywheel" | quote }}
-- name: FLYWHEEL_MODEL_NAME
-  value: {{ .Values.global.modelName | quote }}
-- name: FLYWHEEL_MLFLOW_TRACKING_URI
-  value: {{ include "flywheel.mlflow.url" . | quote }}
-- name: FLYWHEEL_LABEL_STUDIO_URL
-  value: {{ include "flywheel.labelstudio.url" . | quote }}
-- name: MLFLOW_TRACKING_USERNAME
-  value: {{ .Values.global.mlflowAdminUser | quote }}
-- name: MLFLOW_TRACKING_PASSWORD
-  valueFrom:
-    secretKeyRef:
-      name: flywheel-mlflow-auth
-      key: password
-- name: FLYWHEEL_TRIGGER_URL
-  value: "http://trigger.{{ .Release.Namespace }}.svc.cluster.local:8090"
-- name: FLYWHEEL_IMAGE
-  value: {{ include "flywheel.image" . }}
-- name: MLFLOW_DISABLE_TELEMETRY
-  value: "true"
-{{- end }}
-
-{{- define "flywheel.env.labelStudioToken" -}}
-- name: FLYWHEEL_LABEL_STUDIO_TOKEN
-  valueFrom:
-    secretKeyRef:
-      name: flywheel-label-studio
-      key: token
-{{- end }}
 
 {{/* GPU scheduling: node selector and tolerations from global.gpu. */}}
 {{- define "flywheel.gpuScheduling" -}}
@@ -260,29 +264,3 @@ spec:
         limits: {cpu: 200m, memory: 256Mi}
 {{- end }}
 
-{{/*
-Env: what feature_repo/feature_store.cluster.yaml and flywheel's Feast settings read
-(FLYWHEEL_FEAST_REGISTRY_URL: SQL registry on Postgres, FLYWHEEL_FEAST_REDIS_URL: online
-store, FLYWHEEL_FEAST_OFFLINE_URI / FLYWHEEL_FEAST_S3_ENDPOINT: parquet on S3), plus the
-Postgres/Redis/S3 variables they are made of. Kubernetes expands $(VAR) from variables
-defined earlier in the list.
-*/}}
-{{- define "flywheel.env.feast" -}}
-{{ include "flywheel.env.postgres" . }}
-{{ include "flywheel.env.redis" . }}
-{{ include "flywheel.env.s3" . }}
-- name: FEAST_FS_YAML_FILE_PATH
-  value: {{ .Values.global.feast.featureStoreYaml | quote }}
-- name: FLYWHEEL_FEATURE_REPO
-  value: {{ .Values.global.feast.repo | quote }}
-- name: FLYWHEEL_FEAST_REGISTRY_URL
-  value: "postgresql+psycopg://$(PGUSER):$(PGPASSWORD)@$(PGHOST):$(PGPORT)/{{ .Values.global.postgres.databases.feast }}"
-- name: FLYWHEEL_FEAST_REDIS_URL
-  value: "$(REDIS_HOST):$(REDIS_PORT),password=$(REDIS_PASSWORD)"
-- name: FLYWHEEL_FEAST_OFFLINE_URI
-  value: "s3://$(FLYWHEEL_S3_BUCKET)/feast/items.parquet"
-- name: FLYWHEEL_FEAST_S3_ENDPOINT
-  value: {{ include "flywheel.s3.endpoint" . | quote }}
-- name: FEAST_USAGE
-  value: "False"
-{{- end }}
