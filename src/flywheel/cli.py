@@ -67,13 +67,23 @@ def down(names: Names = None) -> None:
 def status(names: Names = None) -> None:
     """Show each service's state, pid, port and URL."""
     rows = services.status(get_settings(), names or [])
-    table = Table("service", "state", "pid", "port", "url")
+    table = Table("service", "state", "pid", "port", "url", "restarts", "last exit")
     for row in rows:
         style = STATE_STYLE.get(row.state, "red")
         table.add_row(
-            row.name, f"[{style}]{row.state}[/]", str(row.pid or "-"), str(row.port), row.url
+            row.name,
+            f"[{style}]{row.state}[/]",
+            str(row.pid or "-"),
+            str(row.port),
+            row.url,
+            str(row.restarts),
+            row.last_exit or "-",
         )
     console.print(table)
+    for row in rows:
+        if row.log_tail is not None:
+            console.rule(f"{row.name} is {row.state}: crash loop; the end of its log")
+            console.print(row.log_tail, markup=False, highlight=False)
 
 
 @app.command()

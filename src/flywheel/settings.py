@@ -123,6 +123,12 @@ class Settings(BaseSettings):
 
     # --- supervision ----------------------------------------------------------------------
     health_timeout_s: float = Field(300.0, gt=0, description="How long `up` waits per service.")
+    service_start_s: float = Field(
+        3.0, ge=0, description="A service that dies sooner after a start counts as a failed start."
+    )
+    service_start_retries: int = Field(
+        5, ge=0, description="Failed starts in a row (1 s, 2 s, ... apart) before `fatal`."
+    )
 
     @field_validator("home", "feature_repo", "label_studio_venv", "crds_dir")
     @classmethod
