@@ -144,9 +144,8 @@ def test_up_clears_its_orphans_after_the_supervisor_died(lifecycle):
     start = time.monotonic()
     out = cli(lifecycle, "up", "mlflow", "label-studio")
     assert out.returncode == 0, out.stderr
-    print(
-        f"\nrecovery by `flywheel up` after SIGKILL of supervisord: {time.monotonic() - start:.1f} s"
-    )
+    took = time.monotonic() - start
+    print(f"\nrecovery by `flywheel up` after SIGKILL of supervisord: {took:.1f} s")
     assert _healthy(lifecycle, "mlflow", row.pid)
 
 
