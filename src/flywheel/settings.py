@@ -70,6 +70,15 @@ class Settings(BaseSettings):
     trigger_url: str | None = Field(
         None, description="Trigger URL Label Studio posts webhooks to. Default: local."
     )
+    trigger_token: SecretStr | None = Field(
+        None, description="Webhook secret header value. Default: generated under home/secrets."
+    )
+    trigger_max_body_bytes: int = Field(262144, ge=1024, description="Largest webhook body.")
+    trigger_poll_min_s: float = Field(5.0, ge=0, description="`POST /poll` at most this often.")
+    trigger_retries: int = Field(2, ge=0, le=10, description="Retries of a failed turn action.")
+    trigger_backoff_max_s: float = Field(
+        300.0, ge=0, description="Longest wait before re-firing labels of a failed turn."
+    )
 
     # --- Feast --------------------------------------------------------------------------
     feature_repo: Path = Path("feature_repo")
@@ -202,6 +211,11 @@ class Settings(BaseSettings):
         if not 6 <= len(token) <= 40:
             raise SettingsError("FLYWHEEL_LABEL_STUDIO_TOKEN must be 6 to 40 characters long")
         return token
+
+    @property
+    def webhook_token(self) -> str:
+        """The secret Label Studio sends in the trigger webhook's header (generated once)."""
+        return self.secret("trigger_token", self.trigger_token, 24)
 
     @property
     def ls_password(self) -> str:
