@@ -84,6 +84,15 @@ def status(names: Names = None) -> None:
         if row.log_tail is not None:
             console.rule(f"{row.name} is {row.state}: crash loop; the end of its log")
             console.print(row.log_tail, markup=False, highlight=False)
+    from flywheel.serving.predlog import write_errors
+
+    for rec in write_errors(get_settings()):
+        if rec.get("write_errors"):
+            console.print(
+                f"[red]prediction log[/] (pid {rec['pid']}): {rec['write_errors']} failed "
+                f"writes, {rec['records_lost']} records lost; last: {rec['last_error']}",
+                highlight=False,
+            )
 
 
 @app.command()

@@ -106,6 +106,10 @@ class Settings(BaseSettings):
     transformer_port: Port = Field(8086, ge=1, le=65535)
     trigger_port: Port = Field(8090, ge=1, le=65535)
     max_batch: int = Field(256, ge=1, description="Largest batch a model server accepts.")
+    predlog_max_bytes: int = Field(
+        64 * 2**20, ge=4096, description="Prediction log file size before the next part."
+    )
+    predlog_keep_days: int = Field(90, ge=0, description="Days of prediction log kept (0: all).")
     champion_poll_s: float = Field(
         10.0, ge=0, description="How often the predictor checks the champion alias (0: never)."
     )

@@ -44,7 +44,7 @@ from kserve.errors import InferenceError, InvalidInput, ModelNotReady
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
 from flywheel.errors import InputError
-from flywheel.serving.predlog import PredictionLog, Record, log_dir
+from flywheel.serving.predlog import PredictionLog, Record
 from flywheel.settings import Settings, get_settings
 
 log = logging.getLogger("flywheel.serving.transformer")
@@ -75,7 +75,7 @@ class Transformer(kserve.Model):
     def __init__(self, name: str, settings: Settings):
         super().__init__(name)
         self.settings = settings
-        self.log = PredictionLog(log_dir(settings))
+        self.log = PredictionLog.for_settings(settings)
         self._session = None  # aiohttp session to the predictor, made on first use
         self._log_failed = False
         self._ssl = None
@@ -262,7 +262,7 @@ class Transformer(kserve.Model):
     def _log(self, records) -> None:
         """Append to the prediction log; a full or read-only disk must not fail a prediction."""
         try:
-            self.log.write(records)
+            self.log.write(records)  # counts and reports its own failures
         except OSError as exc:
             if not self._log_failed:
                 log.error("cannot write the prediction log under %s: %s", self.log.folder, exc)
