@@ -60,6 +60,9 @@ class Settings(BaseSettings):
         description='Class names, as JSON: ["0","1",...]. The labelling config offers these.',
     )
     trigger_min_labels: int = Field(50, ge=1, description="New labels that start a turn.")
+    export_max_bad_share: float = Field(
+        0.1, ge=0, le=1, description="Share of bad labelled tasks an export quarantines."
+    )
     trigger_action: str = Field(
         "flywheel.loop.trigger_action:run_turn_now",
         description='What the trigger calls once enough labels arrive: "module:function".',

@@ -24,6 +24,11 @@ images, as sent). The rows go to the predictor as one JSON request (v1 or v2, as
 
 Every answered row is appended to the prediction log (flywheel.serving.predlog) with the
 item id, model version, probabilities and the request's latency.
+
+Readiness (`/v2/health/ready`, `/v2/models/<name>/ready`) reflects the dependencies: ready
+only while the feature store opens and has the feature service, and the predictor says its
+model is ready (checked at most every READY_CHECK_S; the reason is in 503 answers). Liveness
+(`/v2/health/live`) does not depend on them.
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ from flywheel.settings import Settings, get_settings
 log = logging.getLogger("flywheel.serving.transformer")
 
 FORWARDED_HEADERS = {"x-request-id", "x-b3-traceid", "authorization"}  # as KServe forwards
+READY_CHECK_S = 2.0
 
 
 @dataclass
@@ -79,17 +85,57 @@ class Transformer(kserve.Model):
         self._session = None  # aiohttp session to the predictor, made on first use
         self._log_failed = False
         self._ssl = None
+        self.not_ready_reason: str | None = "not checked yet"
+        self._checked_at = float("-inf")
 
     def load(self) -> bool:
         """Open the feature store once, so the first request does not pay for it."""
+        problem = self._store_problem()
+        if problem:  # images still work without a store; readiness says what is wrong
+            log.warning("%s; item ids will fail until it opens", problem)
+        if self._checked_at == float("-inf"):  # later, `healthy` keeps readiness current
+            self.ready, self.not_ready_reason = problem is None, problem
+        return True
+
+    def _store_problem(self) -> str | None:
         from flywheel import features
 
         try:
-            features.store_for(self.settings)
-        except Exception as exc:  # noqa: BLE001 - images still work without a store
-            log.warning("feature store not available yet (%s); item ids will fail", exc)
-        self.ready = True
-        return True
+            features.store_for(self.settings).get_feature_service(self.settings.feature_service)
+        except Exception as exc:  # noqa: BLE001 - any failure means "not ready"
+            return f"the feature store cannot be opened ({type(exc).__name__}: {exc})"[:400]
+        return None
+
+    async def _predictor_problem(self) -> str | None:
+        import aiohttp
+
+        config = self.predictor_config
+        if config is None or not config.predictor_host:
+            return None
+        url = f"{config.predictor_base_url}/v2/models/{self.name}/ready"
+        try:
+            async with (
+                aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session,
+                session.get(url) as resp,
+            ):
+                if resp.status == 200:
+                    return None
+                return f"the predictor is not ready ({resp.status}: {(await resp.text())[:200]})"
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            return f"the predictor at {url} cannot be reached ({type(exc).__name__})"
+
+    async def healthy(self) -> bool:
+        """Ready iff the feature store and the predictor are (re-checked every
+        READY_CHECK_S, so requests, which also ask, do not pay for it)."""
+        import asyncio
+
+        now = time.monotonic()
+        if now - self._checked_at < READY_CHECK_S:
+            return self.ready
+        self._checked_at = now
+        problem = await asyncio.to_thread(self._store_problem) or await self._predictor_problem()
+        self.ready, self.not_ready_reason = problem is None, problem
+        return self.ready
 
     def validate(self, payload):
         return payload  # preprocess already checked it and returns a Batch
