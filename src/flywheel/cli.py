@@ -4,6 +4,8 @@
     flywheel down [SERVICE...]    stop them (data under .flywheel/ is kept)
     flywheel status               state, pid, port and URL of each service
     flywheel logs [SERVICE]       the tail of a service's log
+    flywheel backup [DEST]        back up the dev box's databases, artifacts, items, secrets
+    flywheel restore SOURCE       put a backup back (services stopped first)
 
 Subcommand groups (collection, labels, features, train, serve, loop...) live beside the
 code they drive and are added below. Heavy libraries are imported inside commands so
@@ -106,6 +108,37 @@ def logs(
     for svc in services.select(settings, [name] if name else []):
         console.rule(f"{svc.name}  {sup.log_file(svc.name)}")
         console.print(services.tail(sup.log_file(svc.name), lines), markup=False, highlight=False)
+
+
+@app.command()
+def backup(
+    dest: Annotated[
+        str | None, typer.Argument(help="New folder (default: home/backups/TIME).")
+    ] = None,
+) -> None:
+    """Back up Label Studio, MLflow, the trigger, items, catalogue, snapshots and secrets."""
+    from pathlib import Path
+
+    from flywheel import backup as bk
+
+    with console.status("backing up...") as spinner:
+        out = bk.backup(get_settings(), Path(dest) if dest else None, spinner.update)
+    console.print(f"backup written to {out}", highlight=False)
+
+
+@app.command()
+def restore(
+    source: Annotated[str, typer.Argument(help="A folder written by `flywheel backup`.")],
+) -> None:
+    """Restore a backup into this home (services stopped; replaced data is kept aside)."""
+    from pathlib import Path
+
+    from flywheel import backup as bk
+
+    with console.status("restoring...") as spinner:
+        aside = bk.restore(get_settings(), Path(source), spinner.update)
+    console.print(f"restored {source}; the replaced data is in {aside}", highlight=False)
+    console.print("start the services again with `flywheel up`")
 
 
 @app.command()

@@ -103,6 +103,12 @@ class Settings(BaseSettings):
         0.0, ge=0.0, le=1.0, description="Holdout accuracy a challenger must gain to win."
     )
     model_arch: str = Field("cnn", description="Classifier architecture by name.")
+    keep_model_versions: int = Field(
+        50, ge=0, description="Model versions kept by `registry prune` (aliased ones always)."
+    )
+    keep_pipeline_days: int = Field(
+        14, ge=0, description="Days of local pipeline outputs kept by `registry prune`."
+    )
 
     # --- serving (KServe model servers) and the loop trigger -------------------------
     predictor_port: Port = Field(8085, ge=1, le=65535)

@@ -129,3 +129,36 @@ def test_a_rerun_of_a_turn_reuses_its_version(tracked, tmp_path):
     assert out["holdout_accuracy"] == 0.91 and out["n_train"] == 120
     assert _aliases(tracked) == {"challenger": str(mv.version)}
     assert len(versions(tracked)) == 1
+
+
+def test_retention_never_prunes_an_aliased_version(tracked):
+    from flywheel.registry.retention import prune_versions
+
+    v1 = _version(tracked, 0.80)
+    promote(tracked)
+    v2 = _version(tracked, 0.85)
+    promote(tracked)  # champion v2, previous v1
+    v3 = _version(tracked, 0.70)
+    v4 = _version(tracked, 0.60)
+    v5 = _version(tracked, 0.50)  # challenger
+    keep2 = tracked.model_copy(update={"keep_model_versions": 2})
+    assert prune_versions(keep2) == [v3]
+    assert [v.version for v in versions(tracked)] == [v1, v2, v4, v5]
+    assert _aliases(tracked) == {"champion": v2, "previous": v1, "challenger": v5}
+    assert prune_versions(tracked.model_copy(update={"keep_model_versions": 0})) == []
+
+
+def test_old_pipeline_outputs_are_pruned(settings):
+    import os
+
+    from flywheel.registry.retention import prune_pipeline_outputs
+
+    outputs = settings.home / "kfp" / "outputs"
+    old, new = outputs / "turn-old", outputs / "turn-new"
+    for d in (old, new, settings.home / "kfp" / "cache"):
+        d.mkdir(parents=True)
+    week_ago = time.time() - 20 * 86400
+    os.utime(old, (week_ago, week_ago))
+    assert prune_pipeline_outputs(settings) == [old]
+    assert new.exists() and not old.exists()
+    assert not (settings.home / "kfp" / "cache").exists()
