@@ -1,0 +1,119 @@
+"""SIGKILL of services while they work: the predictor under load, MLflow while the register
+step promotes. Each must fail with a named error or complete, heal without a person, and
+leave no duplicate version or alias behind. Recovery times are printed."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+
+import httpx
+
+from flywheel import services
+from flywheel.registry import PromotionConflict, RegistryUnavailable, promote, recover
+from flywheel.registry.promotion import INTENT_TAG, _client
+from tests.conftest import make_settings
+from tests.faults.helpers import Load
+from tests.serving.conftest import MODEL
+from tests.training.test_registry import _aliases, _version
+
+LOAD_S = 45  # upper bound of the predictor test's load; it stops once recovered
+
+
+def _pid(settings, name: str) -> int:
+    [row] = services.status(settings, [name])
+    assert row.state == "running" and row.pid, row
+    return row.pid
+
+
+def test_predictor_sigkill_under_load_heals_by_itself(serving):
+    url = f"{serving.transformer}/v1/models/{MODEL}:predict"
+    load = Load(url, {"instances": serving.items[:4]}, clients=4).start()
+    time.sleep(2)
+    pid = _pid(serving.settings, "predictor")
+    killed_at = time.monotonic() - load.t0
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + LOAD_S
+    recovered_at = None
+    while time.monotonic() < deadline:  # healed = 3 s of answers, all 200, after the kill
+        time.sleep(0.5)
+        now = time.monotonic() - load.t0
+        late = [a for a in load.answers if a[0] > now - 3]
+        if now - killed_at > 3 and late and all(a[1] == 200 for a in late):
+            failed = [a[0] for a in load.answers if a[1] != 200]
+            recovered_at = max(failed, default=killed_at)
+            break
+    time.sleep(2)
+    load.stop()
+    assert recovered_at is not None, load.answers[-5:]
+    print(
+        f"\npredictor SIGKILL under load: recovered in {recovered_at - killed_at:.1f} s, "
+        f"{len(load.errors())} of {len(load.answers)} requests refused meanwhile"
+    )
+    for _, status, text in load.errors():
+        assert status == 503 and "error" in json.loads(text), (status, text)  # never a 500
+    assert not load.errors(after=recovered_at + 0.01)
+    [row] = services.status(serving.settings, ["predictor"])
+    assert row.state == "running" and row.pid != pid and row.restarts >= 1
+
+
+def test_mlflow_sigkill_during_register(tmp_path):
+    settings = make_settings(tmp_path / "home", model_name="faults-register", mlflow_retries=1)
+    try:
+        services.up(settings, ["mlflow"])
+        made = [_version(settings, 0.50 + 0.05 * n) for n in range(6)]
+        promote(settings, made[0])
+        outcomes: list[tuple[str, str, float]] = []
+
+        def register_steps():
+            for version in made[1:]:
+                start = time.monotonic()
+                try:
+                    d = promote(settings, version)
+                    outcomes.append((version, d.action, time.monotonic() - start))
+                except (RegistryUnavailable, PromotionConflict) as exc:
+                    outcomes.append((version, type(exc).__name__, time.monotonic() - start))
+                time.sleep(0.3)
+
+        worker = threading.Thread(target=register_steps)
+        worker.start()
+        time.sleep(0.5)
+        killed = time.monotonic()
+        os.kill(_pid(settings, "mlflow"), signal.SIGKILL)
+        worker.join(300)
+        assert not worker.is_alive()
+        while not services.healthy(settings.tracking_uri + "/health"):
+            assert time.monotonic() - killed < 180, services.tail(settings.log_dir / "mlflow.log")
+            time.sleep(0.3)
+        healed = time.monotonic() - killed
+        failed = [o for o in outcomes if o[1] != "promoted"]
+        print(
+            f"\nMLflow SIGKILL in register: back by itself in {healed:.1f} s; "
+            f"{len(failed)} of {len(outcomes)} promotions failed with a named error "
+            f"(longest {max((o[2] for o in failed), default=0):.1f} s)"
+        )
+        assert all(o[1] in ("promoted", "RegistryUnavailable") for o in outcomes), outcomes
+        assert all(o[2] < 60 for o in outcomes), outcomes  # nothing hangs
+        recover(settings)  # an interrupted move, if any, is completed
+        assert promote(settings, made[-1]).action in ("promoted", "unchanged")
+        aliases = _aliases(settings)
+        assert aliases["champion"] == made[-1] and aliases["previous"] != made[-1]
+        client = _client(settings)
+        assert INTENT_TAG not in (client.get_registered_model(settings.model_name).tags or {})
+        found = client.search_model_versions(f"name='{settings.model_name}'")
+        assert sorted(int(v.version) for v in found) == sorted(int(v) for v in made)
+    finally:
+        services.down(settings)
+
+
+def test_health_of_the_transformer_after_the_faults(serving):
+    """The shared servers are fit for the next tests."""
+    resp = httpx.post(
+        f"{serving.transformer}/v1/models/{MODEL}:predict",
+        json={"instances": serving.items[:2]},
+        timeout=30,
+    )
+    assert resp.status_code == 200, resp.text
