@@ -223,7 +223,9 @@ class Supervisor:
             "",
         ]
         for svc in services:
-            marked = {**svc.env, supervised.MARK: self.mark(svc.name)}
+            from flywheel.registry.promotion import client_env
+
+            marked = {**client_env(self.settings), **svc.env, supervised.MARK: self.mark(svc.name)}
             env = ",".join(f"{k}={_quote(v)}" for k, v in sorted(marked.items()))
             lines += [
                 f"[program:{svc.name}]",

@@ -84,14 +84,22 @@ class VersionInfo:
     created: int
 
 
+def client_env(settings) -> dict[str, str]:
+    """The MLflow HTTP client's time-out and retries, as the env variables it reads per
+    request. Worst case for one call on a dead server: the retries' backoff (1+2+4 s with 3
+    retries); on a hung one: (retries+1) x time-out + that backoff."""
+    return {
+        "MLFLOW_HTTP_REQUEST_TIMEOUT": str(max(1, round(settings.mlflow_timeout_s))),
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(settings.mlflow_retries),
+        "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+        "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0.5",
+    }
+
+
 def configure_client(settings) -> None:
-    """Set the MLflow HTTP client's time-out and retries (env variables it reads per request)
-    unless the environment sets them already. Worst case for one call on a dead server:
-    the retries' backoff (1+2+4 s with 3 retries); on a hung one: (retries+1) x time-out."""
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(int(settings.mlflow_timeout_s)))
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(settings.mlflow_retries))
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_JITTER", "0.5")
+    """Apply `client_env` to this process unless the environment sets them already."""
+    for key, value in client_env(settings).items():
+        os.environ.setdefault(key, value)
 
 
 def _client(settings):
