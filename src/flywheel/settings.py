@@ -44,7 +44,7 @@ class Settings(BaseSettings):
     mlflow_tracking_uri: str | None = Field(None, description="Default: the local server.")
     mlflow_experiment: str = "flywheel"
     model_name: str = Field("flywheel-digits", description="Registered model name.")
-    mlflow_timeout_s: float = Field(10.0, gt=0, description="MLflow client per-request time-out.")
+    mlflow_timeout_s: float = Field(30.0, gt=0, description="MLflow client per-request time-out.")
     mlflow_retries: int = Field(3, ge=0, le=10, description="MLflow client retries (1, 2, 4 s).")
 
     # --- Label Studio ----------------------------------------------------------------
