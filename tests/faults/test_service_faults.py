@@ -109,6 +109,71 @@ def test_mlflow_sigkill_during_register(tmp_path):
         services.down(settings)
 
 
+def test_label_studio_sigkill_during_export(stack, tmp_path):
+    """Label Studio (the session's, supervised) killed while exports run: each export
+    completes or fails with a named error; it comes back by itself with every label."""
+    import uuid
+
+    from pydantic import SecretStr
+
+    from flywheel.errors import ServiceError
+    from flywheel.labelling import client as lsc
+    from flywheel.labelling import export_labels
+    from flywheel.labelling.annotator import choice_result
+
+    settings = stack.model_copy(
+        update={
+            "label_studio_project": f"faults-export-{uuid.uuid4().hex[:6]}",
+            "home": tmp_path / "home",
+            "label_studio_token": SecretStr(stack.ls_token),
+        }
+    )
+    project = lsc.ensure_project(settings)
+    tasks = [
+        {
+            "data": {"image": f"/data/none-{n}.png", "item_id": f"export-{n:03d}"},
+            "annotations": [{"result": choice_result(str(n % 10))}],
+        }
+        for n in range(40)
+    ]
+    lsc.client(settings).projects.import_tasks(id=project.id, request=tasks)
+    before = export_labels(settings)
+    outcomes: list[str] = []
+    stop = threading.Event()
+
+    def exports():
+        while not stop.is_set():
+            try:
+                snap = export_labels(settings)
+                outcomes.append("same" if snap.snapshot_id == before.snapshot_id else "DIFFERENT")
+            except ServiceError:
+                outcomes.append("ServiceError")
+            time.sleep(0.2)
+
+    worker = threading.Thread(target=exports)
+    worker.start()
+    time.sleep(1)
+    killed = time.monotonic()
+    os.kill(_pid(stack, "label-studio"), signal.SIGKILL)
+    try:
+        while not services.healthy(stack.label_studio_base_url + "/health"):
+            assert time.monotonic() - killed < 240, services.tail(
+                stack.log_dir / "label-studio.log"
+            )
+            time.sleep(0.5)
+        healed = time.monotonic() - killed
+    finally:
+        stop.set()
+        worker.join(300)
+    after = export_labels(settings)
+    print(
+        f"\nLabel Studio SIGKILL during export: back by itself in {healed:.1f} s; "
+        f"{outcomes.count('ServiceError')} of {len(outcomes)} exports failed with a named error"
+    )
+    assert set(outcomes) <= {"same", "ServiceError"}, outcomes
+    assert after.snapshot_id == before.snapshot_id and len(after.frame) == 40
+
+
 def test_health_of_the_transformer_after_the_faults(serving):
     """The shared servers are fit for the next tests."""
     resp = httpx.post(
