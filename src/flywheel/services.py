@@ -472,8 +472,8 @@ def up(
     rpc = sup.rpc()
     for svc in wanted:  # start everything first, then wait: the slow starts overlap
         info = sup.info(svc.name)
-        if info and info["statename"] in ("RUNNING", "STARTING"):
-            continue
+        if info and info["statename"] in ("RUNNING", "STARTING", "BACKOFF"):
+            continue  # BACKOFF: supervisord is restarting it; the wait below reports it
         clear_orphans(settings, svc)
         if not port_free(settings.host, svc.port):
             raise ServiceError(
