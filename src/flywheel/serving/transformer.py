@@ -25,7 +25,8 @@ images, as sent). The rows go to the predictor as one JSON request (v1 or v2, as
 Every answered row is appended to the prediction log (flywheel.serving.predlog) with the
 item id, model version, probabilities and the request's latency.
 
-Readiness (`/v2/health/ready`, `/v2/models/<name>/ready`) reflects the dependencies: ready
+Model readiness (`/v2/models/<name>/ready`) reflects the dependencies (KServe 0.21's
+server-level `/v2/health/ready` does not consult the model, so it is not used): ready
 only while the feature store opens and has the feature service, and the predictor says its
 model is ready (checked at most every READY_CHECK_S; the reason is in 503 answers). Liveness
 (`/v2/health/live`) does not depend on them.
