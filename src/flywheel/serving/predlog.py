@@ -109,18 +109,26 @@ class PredictionLog:
         if not text:
             return True
         path: Path | str = self.folder
+        prefix = b""
         try:
             path = self._path(now, len(text))
             if self._torn:
-                text = b"\n" + text  # end the torn line: it stays one skipped line
+                prefix = b"\n"  # end the torn line: it stays one skipped line
             fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
             try:
-                done = os.write(fd, text)
+                done = os.write(fd, prefix + text)
             finally:
                 os.close(fd)
-            if done != len(text):
+            if done != len(prefix + text):
+                # the whole lines before the tear are in the file; the rest is lost
+                whole = text[: max(0, done - len(prefix))].count(b"\n")
+                self.written += whole
                 self._torn = True
-                raise OSError(f"short write: {done} of {len(text)} bytes (disk full?)")
+                self._failed(
+                    len(records) - whole,
+                    f"{path}: short write, {done} of {len(prefix + text)} bytes (disk full?)",
+                )
+                return False
         except OSError as exc:
             self._torn = True
             self._failed(len(records), f"{path}: {exc}")
