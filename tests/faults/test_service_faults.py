@@ -4,7 +4,6 @@ leave no duplicate version or alias behind. Recovery times are printed."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import threading
@@ -55,7 +54,7 @@ def test_predictor_sigkill_under_load_heals_by_itself(serving):
         f"{len(load.errors())} of {len(load.answers)} requests refused meanwhile"
     )
     for _, status, text in load.errors():
-        assert status == 503 and "error" in json.loads(text), (status, text)  # never a 500
+        assert status == 503 and text.startswith('{"error":'), (status, text)  # never a 500
     assert not load.errors(after=recovered_at + 0.01)
     [row] = services.status(serving.settings, ["predictor"])
     assert row.state == "running" and row.pid != pid and row.restarts >= 1
