@@ -4,6 +4,8 @@
     flywheel down [SERVICE...]    stop them (data under .flywheel/ is kept)
     flywheel status               state, pid, port and URL of each service
     flywheel logs [SERVICE]       the tail of a service's log
+    flywheel backup [DEST]        back up the dev box's databases, artifacts, items, secrets
+    flywheel restore SOURCE       put a backup back (services stopped first)
 
 Subcommand groups (collection, labels, features, train, serve, loop...) live beside the
 code they drive and are added below. Heavy libraries are imported inside commands so
@@ -75,13 +77,32 @@ def down(names: Names = None) -> None:
 def status(names: Names = None) -> None:
     """Show each service's state, pid, port and URL."""
     rows = services.status(get_settings(), names or [])
-    table = Table("service", "state", "pid", "port", "url")
+    table = Table("service", "state", "pid", "port", "url", "restarts", "last exit")
     for row in rows:
         style = STATE_STYLE.get(row.state, "red")
         table.add_row(
-            row.name, f"[{style}]{row.state}[/]", str(row.pid or "-"), str(row.port), row.url
+            row.name,
+            f"[{style}]{row.state}[/]",
+            str(row.pid or "-"),
+            str(row.port),
+            row.url,
+            str(row.restarts),
+            row.last_exit or "-",
         )
     console.print(table)
+    for row in rows:
+        if row.log_tail is not None:
+            console.rule(f"{row.name} is {row.state}: crash loop; the end of its log")
+            console.print(row.log_tail, markup=False, highlight=False)
+    from flywheel.serving.predlog import write_errors
+
+    for rec in write_errors(get_settings()):
+        if rec.get("write_errors"):
+            console.print(
+                f"[red]prediction log[/] (pid {rec['pid']}): {rec['write_errors']} failed "
+                f"writes, {rec['records_lost']} records lost; last: {rec['last_error']}",
+                highlight=False,
+            )
     _quarantine_line()
 
 
@@ -108,6 +129,37 @@ def logs(
     for svc in services.select(settings, [name] if name else []):
         console.rule(f"{svc.name}  {sup.log_file(svc.name)}")
         console.print(services.tail(sup.log_file(svc.name), lines), markup=False, highlight=False)
+
+
+@app.command()
+def backup(
+    dest: Annotated[
+        str | None, typer.Argument(help="New folder (default: home/backups/TIME).")
+    ] = None,
+) -> None:
+    """Back up Label Studio, MLflow, the trigger, items, catalogue, snapshots and secrets."""
+    from pathlib import Path
+
+    from flywheel import backup as bk
+
+    with console.status("backing up...") as spinner:
+        out = bk.backup(get_settings(), Path(dest) if dest else None, spinner.update)
+    console.print(f"backup written to {out}", highlight=False)
+
+
+@app.command()
+def restore(
+    source: Annotated[str, typer.Argument(help="A folder written by `flywheel backup`.")],
+) -> None:
+    """Restore a backup into this home (services stopped; replaced data is kept aside)."""
+    from pathlib import Path
+
+    from flywheel import backup as bk
+
+    with console.status("restoring...") as spinner:
+        aside = bk.restore(get_settings(), Path(source), spinner.update)
+    console.print(f"restored {source}; the replaced data is in {aside}", highlight=False)
+    console.print("start the services again with `flywheel up`")
 
 
 @app.command()
@@ -149,7 +201,9 @@ for _module, _attr, _name in GROUPS:
 
 def main() -> None:
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)  # click returns typer.Exit's code here
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except FlywheelError as exc:
         err.print(f"[red]error:[/] {exc}", markup=True, highlight=False)
         sys.exit(exc.exit_code)

@@ -6,6 +6,15 @@ supervisord if needed, refuses ports that are already taken, starts what is not 
 and waits on each health endpoint; `down` stops everything and supervisord itself.
 All data, logs and pid files stay under `<home>/` and survive `down`/`up`.
 
+Faults: a service that dies unexpectedly (a crash, `kill -9`) is restarted by supervisord
+itself (`autorestart=unexpected`); one that dies again within `FLYWHEEL_SERVICE_START_S`
+seconds is retried with a growing delay (1 s, 2 s, ...) up to `FLYWHEEL_SERVICE_START_RETRIES`
+times and then left `fatal` (a crash loop), which `status` reports with the log tail.
+`status` also shows how often each service was restarted and how it last exited (read from
+supervisord's own log). Each service runs under `flywheel.supervised`, which marks its whole
+process tree so that no process of a killed run keeps a port: the launcher clears them before
+each (re)start, and `up` clears them before it checks a port.
+
 On a cluster the same services are Kubernetes workloads (see charts/); none of this runs.
 """
 
@@ -23,6 +32,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from flywheel import supervised
 from flywheel.errors import ServiceError
 from flywheel.settings import Settings, env_name
 
@@ -215,14 +225,18 @@ class Supervisor:
             "",
         ]
         for svc in services:
-            env = ",".join(f"{k}={_quote(v)}" for k, v in sorted(svc.env.items()))
+            from flywheel.registry.promotion import client_env
+
+            marked = {**client_env(self.settings), **svc.env, supervised.MARK: self.mark(svc.name)}
+            env = ",".join(f"{k}={_quote(v)}" for k, v in sorted(marked.items()))
             lines += [
                 f"[program:{svc.name}]",
-                f"command={shlex.join(svc.command)}",
+                "command="
+                + shlex.join([sys.executable, "-m", "flywheel.supervised", "--", *svc.command]),
                 "autostart=false",
-                "autorestart=false",
-                "startsecs=0",
-                "startretries=0",
+                "autorestart=unexpected",
+                f"startsecs={self.settings.service_start_s:g}",
+                f"startretries={self.settings.service_start_retries}",
                 "stopasgroup=true",
                 "killasgroup=true",
                 "stopwaitsecs=20",
@@ -231,13 +245,33 @@ class Supervisor:
                 "stdout_logfile_maxbytes=20MB",
                 "stdout_logfile_backups=1",
             ]
-            if env:
-                lines.append(f"environment={env}")
+            lines.append(f"environment={env}")
             lines.append("")
         return "\n".join(lines)
 
     def log_file(self, name: str) -> Path:
         return self.settings.log_dir / f"{name}.log"
+
+    def mark(self, name: str) -> str:
+        """The marker every process of service `name` carries (see flywheel.supervised)."""
+        return supervised.mark(self.run_dir, name)
+
+    def exits(self, name: str) -> tuple[int, str | None]:
+        """(unexpected exits, the last exit) of `name` since supervisord last started,
+        read from supervisord's log: each unexpected exit is followed by a restart."""
+        path = self.settings.log_dir / "supervisord.log"
+        if not path.exists():
+            return 0, None
+        crashes, last = 0, None
+        prefix = f"exited: {name} ("
+        for line in path.read_text(errors="replace").splitlines():
+            if "supervisord started with pid" in line:
+                crashes, last = 0, None
+            elif prefix in line:
+                what = line.split(prefix, 1)[1].rstrip(")")
+                last = f"{line[:19]} {what}"
+                crashes += "not expected" in what
+        return crashes, last
 
     # process ----------------------------------------------------------------------------
     def rpc(self):
@@ -315,7 +349,9 @@ class Supervisor:
             time.sleep(0.1)
 
 
-SCRUBBED_ENV = {"USERNAME", "PASSWORD", "HOST", "PORT"}  # Label Studio reads these
+# Label Studio reads the first four; the marker of a service that runs `up` itself (a turn
+# started by the trigger) must not reach supervisord and so every other service.
+SCRUBBED_ENV = {"USERNAME", "PASSWORD", "HOST", "PORT", supervised.MARK}
 
 
 def _quote(value: str) -> str:
@@ -378,6 +414,9 @@ class Status:
     port: int
     url: str
     description: str
+    restarts: int = 0  # unexpected exits (each followed by a restart) since supervisord started
+    last_exit: str | None = None  # "YYYY-MM-DD HH:MM:SS terminated by SIGKILL; not expected"
+    log_tail: str | None = None  # the end of its log when it is in a crash loop (fatal)
 
 
 def status(settings: Settings, names: Iterable[str] = ()) -> list[Status]:
@@ -391,10 +430,31 @@ def status(settings: Settings, names: Iterable[str] = ()) -> list[Status]:
             pid = info["pid"] or None
             if state == "running" and not healthy(svc.url(settings) + svc.health_path):
                 state = "unhealthy"
+        restarts, last_exit = sup.exits(svc.name)
         out.append(
-            Status(svc.name, state, pid, svc.port, svc.url(settings) + svc.ui_path, svc.description)
+            Status(
+                svc.name,
+                state,
+                pid,
+                svc.port,
+                svc.url(settings) + svc.ui_path,
+                svc.description,
+                restarts,
+                last_exit,
+                tail(sup.log_file(svc.name)) if state in ("fatal", "backoff") else None,
+            )
         )
     return out
+
+
+def clear_orphans(settings: Settings, svc: Service) -> list[int]:
+    """End the processes left by an earlier run of `svc` (found by their marker), unless the
+    service is running under supervisord now. Returns the pids ended."""
+    sup = Supervisor(settings)
+    info = sup.info(svc.name)
+    if info and info["statename"] in ("RUNNING", "STARTING", "BACKOFF"):
+        return []
+    return supervised.clear(sup.mark(svc.name))
 
 
 def up(
@@ -414,8 +474,9 @@ def up(
     rpc = sup.rpc()
     for svc in wanted:  # start everything first, then wait: the slow starts overlap
         info = sup.info(svc.name)
-        if info and info["statename"] in ("RUNNING", "STARTING"):
-            continue
+        if info and info["statename"] in ("RUNNING", "STARTING", "BACKOFF"):
+            continue  # BACKOFF: supervisord is restarting it; the wait below reports it
+        clear_orphans(settings, svc)
         if not port_free(settings.host, svc.port):
             raise ServiceError(
                 f"port {svc.port} on {settings.host} is already taken, so {svc.name} cannot "

@@ -45,6 +45,8 @@ class Settings(BaseSettings):
     mlflow_tracking_uri: str | None = Field(None, description="Default: the local server.")
     mlflow_experiment: str = "flywheel"
     model_name: str = Field("flywheel-digits", description="Registered model name.")
+    mlflow_timeout_s: float = Field(30.0, gt=0, description="MLflow client per-request time-out.")
+    mlflow_retries: int = Field(3, ge=0, le=10, description="MLflow client retries (1, 2, 4 s).")
 
     # --- Label Studio ----------------------------------------------------------------
     label_studio_port: Port = Field(8080, ge=1, le=65535)
@@ -59,6 +61,9 @@ class Settings(BaseSettings):
         description='Class names, as JSON: ["0","1",...]. The labelling config offers these.',
     )
     trigger_min_labels: int = Field(50, ge=1, description="New labels that start a turn.")
+    export_max_bad_share: float = Field(
+        0.1, ge=0, le=1, description="Share of bad labelled tasks an export quarantines."
+    )
     trigger_action: str = Field(
         "flywheel.loop.trigger_action:run_turn_now",
         description='What the trigger calls once enough labels arrive: "module:function".',
@@ -68,6 +73,15 @@ class Settings(BaseSettings):
     )
     trigger_url: str | None = Field(
         None, description="Trigger URL Label Studio posts webhooks to. Default: local."
+    )
+    trigger_token: SecretStr | None = Field(
+        None, description="Webhook secret header value. Default: generated under home/secrets."
+    )
+    trigger_max_body_bytes: int = Field(262144, ge=1024, description="Largest webhook body.")
+    trigger_poll_min_s: float = Field(5.0, ge=0, description="`POST /poll` at most this often.")
+    trigger_retries: int = Field(2, ge=0, le=10, description="Retries of a failed turn action.")
+    trigger_backoff_max_s: float = Field(
+        300.0, ge=0, description="Longest wait before re-firing labels of a failed turn."
     )
 
     # --- intake: what a collection holds (see labelling/intake.py) ---------------------
@@ -146,12 +160,22 @@ class Settings(BaseSettings):
         "for new accessions, scanners or kinds of material (see the drift report).",
         description="Limitations, as written in every model card.",
     )
+    keep_model_versions: int = Field(
+        50, ge=0, description="Model versions kept by `registry prune` (aliased ones always)."
+    )
+    keep_pipeline_days: int = Field(
+        14, ge=0, description="Days of local pipeline outputs kept by `registry prune`."
+    )
 
     # --- serving (KServe model servers) and the loop trigger -------------------------
     predictor_port: Port = Field(8085, ge=1, le=65535)
     transformer_port: Port = Field(8086, ge=1, le=65535)
     trigger_port: Port = Field(8090, ge=1, le=65535)
     max_batch: int = Field(256, ge=1, description="Largest batch a model server accepts.")
+    predlog_max_bytes: int = Field(
+        64 * 2**20, ge=4096, description="Prediction log file size before the next part."
+    )
+    predlog_keep_days: int = Field(90, ge=0, description="Days of prediction log kept (0: all).")
     champion_poll_s: float = Field(
         10.0, ge=0, description="How often the predictor checks the champion alias (0: never)."
     )
@@ -214,6 +238,12 @@ class Settings(BaseSettings):
 
     # --- supervision ----------------------------------------------------------------------
     health_timeout_s: float = Field(300.0, gt=0, description="How long `up` waits per service.")
+    service_start_s: float = Field(
+        3.0, ge=0, description="A service that dies sooner after a start counts as a failed start."
+    )
+    service_start_retries: int = Field(
+        5, ge=0, description="Failed starts in a row (1 s, 2 s, ... apart) before `fatal`."
+    )
 
     @field_validator("home", "feature_repo", "label_studio_venv", "crds_dir")
     @classmethod
@@ -285,6 +315,11 @@ class Settings(BaseSettings):
         if not 6 <= len(token) <= 40:
             raise SettingsError("FLYWHEEL_LABEL_STUDIO_TOKEN must be 6 to 40 characters long")
         return token
+
+    @property
+    def webhook_token(self) -> str:
+        """The secret Label Studio sends in the trigger webhook's header (generated once)."""
+        return self.secret("trigger_token", self.trigger_token, 24)
 
     @property
     def ls_password(self) -> str:

@@ -48,13 +48,36 @@ def test_rules():
         "it-2": ("5", "user2@x", 2),
         "it-5": ("7", "user1@x", 5),
     }
-    assert stats == {"tasks": 6, "labelled": 3, "unlabelled": 3, "cancelled": 2, "overruled": 1}
+    assert stats == {
+        "tasks": 6,
+        "labelled": 3,
+        "unlabelled": 3,
+        "cancelled": 2,
+        "overruled": 1,
+        "quarantined": 0,
+    }
 
 
 def test_label_outside_classes_names_the_task():
     bad = [task(9, ann(91, "cat", "2026-01-01T00:00:00Z"))]
     with pytest.raises(InputError, match=r"task 9 \(item it-9\) is labelled 'cat'"):
         resolve(bad, CLASSES)
+
+
+def test_bad_rows_are_quarantined_and_counted_until_the_share_drops():
+    good = [task(i, ann(i * 10, str(i % 10), "2026-01-01T00:00:00Z")) for i in range(1, 19)]
+    no_id = {"id": 99, "data": {}, "annotations": [ann(991, "3", "2026-01-01T00:00:00Z")]}
+    cat = task(98, ann(981, "cat", "2026-01-01T00:00:00Z"))
+    bad: list[dict] = []
+    rows, stats = resolve([*good, no_id, cat], CLASSES, max_bad_share=0.1, quarantine=bad)
+    assert len(rows) == 18 and stats["labelled"] == 18 and stats["quarantined"] == 2
+    assert {b["task_id"] for b in bad} == {98, 99}
+    assert any("no data.item_id" in b["reason"] for b in bad)
+    assert any("labelled 'cat'" in b["reason"] for b in bad)
+    # three bad of 21 labelled tasks is more than 10 %: the export fails loudly
+    other = task(97, ann(971, "dog", "2026-01-01T00:00:00Z"))
+    with pytest.raises(InputError, match=r"3 of 21 labelled tasks are bad"):
+        resolve([*good, no_id, cat, other], CLASSES, max_bad_share=0.1)
 
 
 def test_snapshot_id_is_a_content_hash():

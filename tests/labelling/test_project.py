@@ -29,6 +29,7 @@ from flywheel.labelling import (
 from flywheel.labelling import client as lsc
 from flywheel.labelling.annotator import choice_result
 from flywheel.labelling.collection import register_tasks
+from flywheel.labelling.trigger import TOKEN_HEADER
 from tests.conftest import free_port, make_settings
 
 N_ITEMS = 30
@@ -187,8 +188,10 @@ def test_trigger_fires_once_after_n_labels(project, tmp_path):
         trigger_min_labels=3,
         trigger_poll_s=0,
         trigger_action="flywheel.labelling.trigger:log_turn",  # count, start no turn
+        trigger_token=SecretStr(own.webhook_token),  # the secret the webhook was made with
     )
     url = trig.url(trig.trigger_port)
+    token = {TOKEN_HEADER: own.webhook_token}
     annotator = DemoAnnotator(own)
     try:
         services.up(trig, ["trigger"])
@@ -206,16 +209,22 @@ def test_trigger_fires_once_after_n_labels(project, tmp_path):
             b'{"action": "ANNOTATION_CREATED"}',
         ):
             resp = httpx.post(
-                url + "/webhook", content=body, headers={"Content-Type": "application/json"}
+                url + "/webhook",
+                content=body,
+                headers={"Content-Type": "application/json", **token},
             )
             assert 400 <= resp.status_code < 500 and "error" in resp.json()
         # a repeated webhook for a recorded annotation changes nothing
         first_id = min(a["id"] for t in lsc.project_tasks(own) for a in t["annotations"])
-        again = httpx.post(
-            url + "/webhook", json={"action": "ANNOTATION_UPDATED", "annotation": {"id": first_id}}
-        ).json()
-        assert again == {"new": 0, "turn_fired": None}
-        assert _status(trig)["recorded"] == 2 and _status(trig)["turns_fired"] == 0
+        hook = {"action": "ANNOTATION_UPDATED", "annotation": {"id": first_id}}
+        assert httpx.post(url + "/webhook", json=hook, headers=token).json() == {"pending": 0}
+        # a forged one without the secret is refused; an id Label Studio does not have is
+        # never counted, even with the secret
+        assert httpx.post(url + "/webhook", json=hook).status_code == 401
+        forged = {"action": "ANNOTATION_CREATED", "annotation": {"id": 10**9, "task": 1}}
+        assert httpx.post(url + "/webhook", json=forged, headers=token).json() == {"pending": 1}
+        s = _wait(trig, lambda s: s["unconfirmed"] == 1 and s["pending"] == 0)
+        assert s["recorded"] == 2 and s["turns_fired"] == 0
 
         annotator.label(["digits-0002"])  # the third label starts one turn
         s = _wait(trig, lambda s: s["turns_fired"] == 1 and s["turns"][0]["status"] == "done")

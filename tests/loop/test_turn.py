@@ -124,12 +124,12 @@ def _unlabelled_selected(settings):
 def test_trigger_action_runs_a_turn_and_skips_while_one_runs(loop):
     """What the trigger service calls: a real turn in a child process; nothing while a turn
     (here: this test holding the loop lock) is already running."""
-    from flywheel.loop.lock import loop_lock
+    from flywheel.loop.lock import Busy, loop_lock
     from flywheel.loop.trigger_action import run_turn_now
 
     DemoAnnotator(loop).label(_unlabelled_selected(loop))
     before = len(versions(loop))
-    with loop_lock(loop):
+    with loop_lock(loop), pytest.raises(Busy):  # `loop run --no-wait` exits 75: re-arm
         run_turn_now(loop, [1, 2, 3])
     assert len(versions(loop)) == before
     assert "already running" in (loop.log_dir / "loop.log").read_text()

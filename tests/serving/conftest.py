@@ -144,7 +144,7 @@ def wait_for_version(
     with httpx.Client(timeout=30) as http:
         while True:
             if reload:
-                http.post(f"{state.predictor}/v2/repository/models/{MODEL}/load")
+                http.post(f"{state.predictor}/v2/repository/models/{MODEL}/load", timeout=180)
             resp = http.post(
                 f"{state.predictor}/v1/models/{MODEL}:predict", json={"instances": [[0.0] * 64]}
             )

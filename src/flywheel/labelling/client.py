@@ -185,11 +185,24 @@ def _ensure_s3_storage(settings: Settings, project: Project, collection: str, ls
 
 def ensure_webhook(settings: Settings, project: Project, ls=None) -> None:
     """Point Label Studio's annotation webhooks at the trigger service (once)."""
+    from flywheel.labelling.trigger import TOKEN_HEADER
+
     ls = ls or client(settings)
     url = trigger_webhook_url(settings)
+    headers = {TOKEN_HEADER: settings.webhook_token}  # the trigger refuses hooks without it
     hooks = _call("list webhooks", settings, ls.webhooks.list, project=str(project.id))
-    if any(h.url == url and h.project == project.id for h in hooks):
-        return
+    for h in hooks:
+        if h.url == url and h.project == project.id:
+            if (h.headers or {}) != headers:  # made before the secret, or the secret changed
+                _call(
+                    "set the trigger webhook's secret",
+                    settings,
+                    ls.webhooks.update,
+                    h.id,
+                    url=url,
+                    headers=headers,
+                )
+            return
     _call(
         "register the trigger webhook",
         settings,
@@ -200,6 +213,7 @@ def ensure_webhook(settings: Settings, project: Project, ls=None) -> None:
         send_for_all_actions=False,
         actions=WEBHOOK_ACTIONS,
         is_active=True,
+        headers=headers,
     )
 
 

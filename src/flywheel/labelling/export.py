@@ -9,8 +9,12 @@ Studio JSON export) and keeps one label per task by these rules:
   takes effect; majority voting is not used because tasks are labelled once
   (`maximum_annotations=1`) unless someone deliberately relabels;
 - tasks with no remaining annotation are not in the snapshot (they are unlabelled);
-- a label outside `settings.label_classes` (e.g. the labelling config was edited) stops the
-  export with an InputError naming the task and the item;
+- a bad row, a label outside `settings.label_classes` (e.g. the labelling config was edited)
+  or a task without `data.item_id`, is quarantined: left out of the snapshot, counted
+  (`stats["quarantined"]`) and listed with its reason in
+  `settings.snapshot_dir/quarantine/<snapshot_id>.json`. The export fails loudly (an
+  InputError naming the first bad task) only when the labelled share drops: when more than
+  `FLYWHEEL_EXPORT_MAX_BAD_SHARE` of the labelled tasks are bad;
 - an empty project (or one with no labels yet) gives an empty snapshot, which is still a
   valid, versioned snapshot.
 
@@ -54,10 +58,20 @@ def _choice(annotation: dict) -> str | None:
     return None
 
 
-def resolve(tasks: list[dict], classes: list[str], user_email=lambda u: str(u)):
-    """Apply the rules above to exported tasks; returns (rows, stats)."""
+def resolve(
+    tasks: list[dict],
+    classes: list[str],
+    user_email=lambda u: str(u),
+    max_bad_share: float = 0.0,
+    quarantine: list[dict] | None = None,
+):
+    """Apply the rules above to exported tasks; returns (rows, stats).
+
+    Bad rows go to `quarantine` (a list the caller passes, one dict per bad task with its
+    reason); more than `max_bad_share` of the labelled tasks bad raises InputError."""
     allowed = set(classes)
     rows = []
+    quarantine = [] if quarantine is None else quarantine
     stats = {"tasks": len(tasks), "labelled": 0, "unlabelled": 0, "cancelled": 0, "overruled": 0}
     for task in tasks:
         live = []
@@ -74,13 +88,23 @@ def resolve(tasks: list[dict], classes: list[str], user_email=lambda u: str(u)):
         )
         stats["overruled"] += len(live) - 1
         label = _choice(winner)
-        item_id = lsc.item_id_of(task)
+        try:
+            item_id = lsc.item_id_of(task)
+        except InputError as exc:
+            quarantine.append({"task_id": task.get("id"), "label": label, "reason": str(exc)})
+            continue
         if label not in allowed:
-            raise InputError(
-                f"task {task['id']} (item {item_id}) is labelled {label!r}, which is not one "
-                f"of the classes {classes}; fix the annotation in Label Studio or "
-                "FLYWHEEL_LABEL_CLASSES"
+            quarantine.append(
+                {
+                    "task_id": task.get("id"),
+                    "item_id": item_id,
+                    "label": label,
+                    "reason": f"task {task['id']} (item {item_id}) is labelled {label!r}, "
+                    f"which is not one of the classes {classes}; fix the annotation in "
+                    "Label Studio or FLYWHEEL_LABEL_CLASSES",
+                }
             )
+            continue
         rows.append(
             {
                 "item_id": item_id,
@@ -91,6 +115,14 @@ def resolve(tasks: list[dict], classes: list[str], user_email=lambda u: str(u)):
             }
         )
         stats["labelled"] += 1
+    stats["quarantined"] = len(quarantine)
+    labelled = stats["labelled"] + len(quarantine)
+    if quarantine and len(quarantine) > max_bad_share * labelled:
+        raise InputError(
+            f"{len(quarantine)} of {labelled} labelled tasks are bad (more than "
+            f"FLYWHEEL_EXPORT_MAX_BAD_SHARE={max_bad_share:g}); the first: "
+            f"{quarantine[0]['reason']}"
+        )
     return rows, stats
 
 
@@ -120,8 +152,17 @@ def export_labels(settings: Settings) -> Snapshot:
     """Export the project's labels as a snapshot (see the rules in the module docstring)."""
     ls = lsc.client(settings)
     tasks = lsc.project_tasks(settings, ls=ls)
-    rows, stats = resolve(tasks, settings.label_classes, lambda u: lsc.user_email(settings, u))
+    bad: list[dict] = []
+    rows, stats = resolve(
+        tasks,
+        settings.label_classes,
+        lambda u: lsc.user_email(settings, u),
+        settings.export_max_bad_share,
+        bad,
+    )
     frame, snapshot_id = snapshot_frame(rows)
+    if bad:
+        _write_quarantine(settings, snapshot_id, bad)
     uri = write_snapshot(settings, frame, snapshot_id)
     from flywheel.cards import write_dataset_card
 
@@ -141,6 +182,18 @@ def write_snapshot(settings: Settings, frame, snapshot_id: str) -> str:
 def snapshot_uri(settings: Settings, snapshot_id: str) -> str:
     """Where the snapshot with this id lives (a local path or an s3:// URI)."""
     return objectstore.state_uri(settings, "snapshots", f"{snapshot_id}.parquet")
+
+
+def _write_quarantine(settings: Settings, snapshot_id: str, bad: list[dict]) -> Path:
+    import json
+
+    folder = settings.snapshot_dir / "quarantine"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{snapshot_id}.json"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(bad, indent=1, default=str))
+    tmp.replace(path)
+    return path
 
 
 def read_snapshot(settings: Settings, snapshot_id: str):

@@ -41,7 +41,7 @@ def run(
     wait: Annotated[bool, typer.Option(help="Wait for a running turn (else skip).")] = True,
 ) -> None:
     """Run one turn of the loop against the local services."""
-    from flywheel.loop.lock import Busy
+    from flywheel.loop.lock import BUSY_EXIT, Busy
     from flywheel.loop.turn import run_turn
 
     _check_engine(engine)
@@ -55,7 +55,7 @@ def run(
             )
     except Busy as exc:
         console.print(f"{exc}: not starting another; the next turn takes the new labels")
-        return
+        raise typer.Exit(BUSY_EXIT) from None  # distinct: the caller re-arms its labels
     console.print(
         f"{report.n_labels} labels -> v{report.model_version} "
         f"(holdout {report.challenger_accuracy:.3f}); champion v{report.champion_version} "

@@ -16,6 +16,9 @@ from flywheel.settings import Settings
 _held: dict[str, tuple[int, int]] = {}  # path -> (fd, depth)
 
 
+BUSY_EXIT = 75  # `flywheel loop run --no-wait` exits with this when a turn is already running
+
+
 class Busy(RuntimeError):
     """Another process is running a turn."""
 

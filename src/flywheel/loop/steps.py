@@ -88,6 +88,10 @@ def train(
 
     s = _settings(settings)
     with timed(s, "train", snapshot_id=snapshot_id) as rec:
+        out = _reuse_turn_version(s, snapshot_id)
+        if out is not None:  # a rerun of this turn: no duplicate version
+            rec.update(out, reused=True)
+            return out
         config = TrainConfig(
             snapshot_id=snapshot_id, feature_service=s.feature_service, **(params or {})
         )
@@ -109,6 +113,26 @@ def train(
         }
         rec.update(out)
     return out
+
+
+def _reuse_turn_version(s: Settings, snapshot_id: str) -> dict | None:
+    """The train step's output for the version a run of this turn already registered."""
+    from flywheel.registry import set_alias
+    from flywheel.registry.turns import version_for_turn
+
+    found = version_for_turn(s, snapshot_id)
+    if found is None:
+        return None
+    set_alias(s, "challenger", found.version)
+    val = found.val_accuracy if found.val_accuracy is not None else found.holdout_accuracy
+    return {
+        "model_version": found.version,
+        "run_id": found.run_id,
+        "model_uri": f"models:/{s.model_name}/{found.version}",
+        "holdout_accuracy": found.holdout_accuracy,
+        "val_accuracy": float(val),
+        "n_train": found.n_train,
+    }
 
 
 def evaluate(model_version: str, settings: Settings | None = None) -> dict:

@@ -44,6 +44,10 @@ def run_turn_now(settings: Settings, annotation_ids: list[int]) -> None:
             stderr=subprocess.STDOUT,
             env=settings.to_env(base=True),
         )
+    from flywheel.loop.lock import BUSY_EXIT, Busy
+
+    if done.returncode == BUSY_EXIT:  # the trigger re-arms these labels for the next turn
+        raise Busy(f"a turn is already running; see {log}")
     if done.returncode != 0:
         raise FlywheelError(f"the turn failed (exit {done.returncode}); see {log}")
 

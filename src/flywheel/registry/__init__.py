@@ -4,6 +4,7 @@
     rollback(settings) -> Decision
     versions(settings) -> list[VersionInfo]
     set_alias(settings, alias, version)
+    recover(settings) -> Decision | None   (complete an interrupted promotion/rollback)
 
 A new version gets `challenger` (training does that). `promote` makes it `champion` only
 when it beats the champion on the same fixed holdout by `settings.promotion_margin`; the
@@ -13,9 +14,13 @@ flywheel.registry.promotion for the exact rule. mlflow is imported inside the fu
 
 from flywheel.registry.promotion import (
     Decision,
+    PromotionConflict,
     RegistryError,
+    RegistryUnavailable,
     VersionInfo,
+    configure_client,
     promote,
+    recover,
     rollback,
     set_alias,
     versions,
@@ -23,9 +28,13 @@ from flywheel.registry.promotion import (
 
 __all__ = [
     "Decision",
+    "PromotionConflict",
     "RegistryError",
+    "RegistryUnavailable",
     "VersionInfo",
+    "configure_client",
     "promote",
+    "recover",
     "rollback",
     "set_alias",
     "versions",

@@ -89,3 +89,24 @@ def pending() -> None:
     from flywheel.registry.approval import pending as waiting
 
     console.print(", ".join(waiting(get_settings())) or "none")
+
+
+@app.command()
+def recover() -> None:
+    """Complete a promotion or rollback that was interrupted between its alias writes."""
+    from flywheel.registry import recover as do_recover
+
+    d = do_recover(get_settings())
+    console.print(d.reason if d else "nothing to recover: no interrupted promotion or rollback")
+
+
+@app.command()
+def prune() -> None:
+    """Delete old model versions (never an aliased one) and old local pipeline outputs."""
+    from flywheel.registry.retention import prune_pipeline_outputs, prune_versions
+
+    settings = get_settings()
+    gone = prune_versions(settings)
+    console.print(f"deleted {len(gone)} model versions" + (f": {', '.join(gone)}" if gone else ""))
+    outputs = prune_pipeline_outputs(settings)
+    console.print(f"deleted {len(outputs)} local pipeline outputs")

@@ -33,6 +33,12 @@ images, as sent). The rows go to the predictor as one JSON request (v1 or v2, as
 
 Every answered row is appended to the prediction log (flywheel.serving.predlog) with the
 item id, model version, probabilities and the request's latency.
+
+Model readiness (`/v2/models/<name>/ready`) reflects the dependencies (KServe 0.21's
+server-level `/v2/health/ready` does not consult the model, so it is not used): ready
+only while the feature store opens and has the feature service, and the predictor says its
+model is ready (checked at most every READY_CHECK_S; the reason is in 503 answers). Liveness
+(`/v2/health/live`) does not depend on them.
 """
 
 from __future__ import annotations
@@ -54,12 +60,13 @@ from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
 from flywheel.errors import InputError
 from flywheel.serving import metrics
-from flywheel.serving.predlog import PredictionLog, Record, log_dir
+from flywheel.serving.predlog import PredictionLog, Record
 from flywheel.settings import Settings, get_settings
 
 log = logging.getLogger("flywheel.serving.transformer")
 
 FORWARDED_HEADERS = {"x-request-id", "x-b3-traceid", "authorization"}  # as KServe forwards
+READY_CHECK_S = 2.0
 
 
 @dataclass
@@ -87,23 +94,62 @@ class Transformer(kserve.Model):
     def __init__(self, name: str, settings: Settings):
         super().__init__(name)
         self.settings = settings
-        self.log = PredictionLog(log_dir(settings))
+        self.log = PredictionLog.for_settings(settings)
         self._session = None  # aiohttp session to the predictor, made on first use
-        self._log_failed = False
         self._ssl = None
         self._champion: tuple[str | None, dict | None] = (None, None)
         self._champion_at = -1e9
+        self.not_ready_reason: str | None = "not checked yet"
+        self._checked_at = float("-inf")
 
     def load(self) -> bool:
         """Open the feature store once, so the first request does not pay for it."""
+        problem = self._store_problem()
+        if problem:  # images still work without a store; readiness says what is wrong
+            log.warning("%s; item ids will fail until it opens", problem)
+        if self._checked_at == float("-inf"):  # later, `healthy` keeps readiness current
+            self.ready, self.not_ready_reason = problem is None, problem
+        return True
+
+    def _store_problem(self) -> str | None:
         from flywheel import features
 
         try:
-            features.store_for(self.settings)
-        except Exception as exc:  # noqa: BLE001 - images still work without a store
-            log.warning("feature store not available yet (%s); item ids will fail", exc)
-        self.ready = True
-        return True
+            features.store_for(self.settings).get_feature_service(self.settings.feature_service)
+        except Exception as exc:  # noqa: BLE001 - any failure means "not ready"
+            return f"the feature store cannot be opened ({type(exc).__name__}: {exc})"[:400]
+        return None
+
+    async def _predictor_problem(self) -> str | None:
+        import aiohttp
+
+        config = self.predictor_config
+        if config is None or not config.predictor_host:
+            return None
+        url = f"{config.predictor_base_url}/v2/models/{self.name}/ready"
+        try:
+            async with (
+                aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session,
+                session.get(url) as resp,
+            ):
+                if resp.status == 200:
+                    return None
+                return f"the predictor is not ready ({resp.status}: {(await resp.text())[:200]})"
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            return f"the predictor at {url} cannot be reached ({type(exc).__name__})"
+
+    async def healthy(self) -> bool:
+        """Ready iff the feature store and the predictor are (re-checked every
+        READY_CHECK_S, so requests, which also ask, do not pay for it)."""
+        import asyncio
+
+        now = time.monotonic()
+        if now - self._checked_at < READY_CHECK_S:
+            return self.ready
+        self._checked_at = now
+        problem = await asyncio.to_thread(self._store_problem) or await self._predictor_problem()
+        self.ready, self.not_ready_reason = problem is None, problem
+        return self.ready
 
     def validate(self, payload):
         return payload  # preprocess already checked it and returns a Batch
@@ -347,14 +393,10 @@ class Transformer(kserve.Model):
             return status, raw[:300].decode(errors="replace")
 
     def _log(self, records) -> None:
-        """Append to the prediction log; a full or read-only disk must not fail a prediction."""
-        try:
-            self.log.write(records)
-        except OSError as exc:
+        """Append to the prediction log; a full or read-only disk must not fail a prediction
+        (the log counts, records and reports its own failures; here they become a metric)."""
+        if not self.log.write(records):
             metrics.PREDLOG_WRITE_ERRORS.inc()
-            if not self._log_failed:
-                log.error("cannot write the prediction log under %s: %s", self.log.folder, exc)
-            self._log_failed = True
 
     # --- answer and log ------------------------------------------------------------------------
     async def postprocess(self, result: Result, headers=None, response_headers=None):

@@ -62,6 +62,9 @@ def git_commit() -> str:
 def setup(settings) -> None:
     import mlflow
 
+    from flywheel.registry import configure_client
+
+    configure_client(settings)  # time-outs and retries on purpose: a dead server fails fast
     mlflow.set_tracking_uri(settings.tracking_uri)
     mlflow.set_registry_uri(settings.tracking_uri)
     mlflow.set_experiment(settings.mlflow_experiment)
