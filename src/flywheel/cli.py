@@ -126,6 +126,10 @@ for _module, _attr, _name in GROUPS:
 
 def main() -> None:
     try:
+        if "--help" not in sys.argv:  # a dev box opened beyond loopback: log in to MLflow
+            import os
+
+            os.environ.update(services.mlflow_client_env(get_settings()))
         app(standalone_mode=False)
     except FlywheelError as exc:
         err.print(f"[red]error:[/] {exc}", markup=True, highlight=False)

@@ -250,10 +250,11 @@ def register_tasks(settings: Settings, rows) -> int:
 
 
 def task_url(settings: Settings, image_path: Path) -> str:
-    """The local-files URL Label Studio serves `image_path` under (relative to data_dir)."""
+    """The local-files URL Label Studio serves `image_path` under (relative to its
+    document root, `settings.items_dir`: Label Studio may serve nothing else)."""
     from urllib.parse import quote
 
-    rel = image_path.resolve().relative_to(settings.data_dir.resolve()).as_posix()
+    rel = image_path.resolve().relative_to(settings.items_dir.resolve()).as_posix()
     return f"/data/local-files/?d={quote(rel)}"
 
 

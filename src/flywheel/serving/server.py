@@ -14,7 +14,9 @@ Three things KServe 0.21 does that we adjust here (see FACTS.md):
   register the model ourselves so a predictor without a champion answers not-ready (503).
 
 Errors: KServe maps `InvalidInput` to 400 and `ModelNotReady` to 503; we add 400 for
-flywheel's `InputError` and for request bodies FastAPI cannot parse, and append the model's
+flywheel's `InputError` and for request bodies FastAPI cannot parse, 413 for bodies over
+`FLYWHEEL_MAX_REQUEST_BYTES`, 403 for a refused model-repository call (`unload` always,
+`load` on the cluster: flywheel.serving.limits), and append the model's
 `not_ready_reason` to 503 answers. Every error body is JSON `{"error": "..."}`.
 """
 
@@ -64,18 +66,23 @@ def _json_error(status: int, message: str):
     return JSONResponse(status_code=status, content={"error": message})
 
 
-def _rest_server_class(host: str):
-    """KServe's RESTServer, bound to `host`, with flywheel's error mapping added."""
+def _rest_server_class(host: str, max_request_bytes: int = 32 << 20):
+    """KServe's RESTServer, bound to `host`, with flywheel's error mapping and body limit."""
     from fastapi.exceptions import RequestValidationError
     from kserve.errors import ModelNotReady
     from kserve.protocol.rest.server import RESTServer
 
     from flywheel.errors import InputError
+    from flywheel.serving.limits import BodyLimit, RepositoryRefused
 
     class FlywheelRESTServer(RESTServer):
         def __init__(self, *args: Any, **kwargs: Any):
             super().__init__(*args, **kwargs)
             self.config.host = host
+
+        def _add_middlewares(self, app) -> None:
+            super()._add_middlewares(app)
+            app.add_middleware(BodyLimit, max_bytes=max_request_bytes)  # outermost
 
         def _add_exception_handlers(self, app) -> None:
             super()._add_exception_handlers(app)
@@ -96,20 +103,38 @@ def _rest_server_class(host: str):
             async def input_error(_, exc: InputError):
                 return _json_error(400, str(exc))
 
+            async def refused(_, exc: RepositoryRefused):
+                return _json_error(403, str(exc))
+
             app.add_exception_handler(ModelNotReady, not_ready)
             app.add_exception_handler(RequestValidationError, bad_body)
             app.add_exception_handler(InputError, input_error)
+            app.add_exception_handler(RepositoryRefused, refused)
 
     return FlywheelRESTServer
 
 
-def _repository_class():
-    """A model repository whose `load` (POST /v2/repository/models/<name>/load) reloads."""
+def _repository_class(allow_load: bool = True):
+    """A model repository whose `load` (POST /v2/repository/models/<name>/load) re-reads
+    the champion alias (dev box only) and whose `unload` is always refused (403)."""
     from kserve.errors import ModelNotFound
     from kserve.model_repository import ModelRepository
 
+    from flywheel.serving.limits import RepositoryRefused
+
     class Repository(ModelRepository):
+        def unload(self, name: str) -> None:
+            raise RepositoryRefused(
+                f"unloading model {name!r} is not allowed on the serving port; "
+                "stop the server (or scale the InferenceService) instead"
+            )
+
         async def load(self, name: str) -> bool:
+            if not allow_load:
+                raise RepositoryRefused(
+                    f"loading model {name!r} through the model repository is not allowed "
+                    "on the cluster; the predictor follows the champion alias by itself"
+                )
             model = self.get_model(name)
             if model is None:
                 raise ModelNotFound(name)
@@ -128,13 +153,13 @@ def serve(
     import kserve.model_server as model_server
 
     local = settings.mode == "local"
-    model_server.RESTServer = _rest_server_class(bind_host(settings))
+    model_server.RESTServer = _rest_server_class(bind_host(settings), settings.max_request_bytes)
     server = model_server.ModelServer(
         http_port=http_port(settings, args, local_port),
         grpc_port=args.grpc_port,
         workers=args.workers,
         enable_grpc=bool(args.enable_grpc) and not local,
-        registered_models=_repository_class()(),
+        registered_models=_repository_class(allow_load=local)(),
         predictor_config=predictor_config,
         enable_latency_logging=args.enable_latency_logging,
     )

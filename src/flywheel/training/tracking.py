@@ -5,7 +5,8 @@ snapshot id, feature service, git commit), per-epoch metrics (`EpochMetrics` cal
 system metrics (mlflow's sampler, 1 s), holdout accuracy and the champion's accuracy on
 the same holdout, a confusion-matrix PNG, and the model (`Probabilities`, pt2 format with
 a signature, an input example, explicit pip requirements and the class names as metadata),
-registered under `settings.model_name` with the alias `challenger`.
+registered under `settings.model_name` with the alias `challenger` and stamped with its
+provenance (run, snapshot, digest: flywheel.registry.trusted), the only models served.
 
 `check_tracking` asks the server's /health first, so a tracking server that is down stops a
 run before any training starts.
@@ -13,6 +14,7 @@ run before any training starts.
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import time
@@ -174,19 +176,31 @@ def log_model(
     """Log the probability model in the active run; register it when a name is given."""
     import mlflow
 
-    return mlflow.pytorch.log_model(
+    info = mlflow.pytorch.log_model(
         model,
         name="model",
         input_example=example,
         pip_requirements=pip_requirements(),
         metadata={"classes": classes, **metadata},
         registered_model_name=registered_name,
+        serialization_format="pt2",  # never pickle: see flywheel.registry.trusted
     )
+    if registered_name and info.registered_model_version is not None:
+        from flywheel.registry.trusted import stamp
+        from flywheel.settings import load
+
+        stamp(
+            load(mlflow_tracking_uri=mlflow.get_registry_uri(), model_name=registered_name),
+            str(info.registered_model_version),
+            info.run_id,
+            str(metadata.get("snapshot_id") or "none"),
+        )
+    return info
 
 
 def champion_accuracy(settings, x, y, classes: list[str]) -> tuple[float | None, str | None]:
-    """The current champion's accuracy on (x, y), and its version; (None, None) if none."""
-    import mlflow
+    """The current champion's accuracy on (x, y), and its version; (None, None) if none
+    (or when the champion is not a model flywheel's trainer wrote: it is never run)."""
     import torch
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
@@ -196,11 +210,18 @@ def champion_accuracy(settings, x, y, classes: list[str]) -> tuple[float | None,
         version = client.get_model_version_by_alias(settings.model_name, "champion")
     except MlflowException:
         return None, None
-    uri = f"models:/{settings.model_name}/{version.version}"
-    info = mlflow.models.get_model_info(uri)
-    if (info.metadata or {}).get("classes") != classes:
+    from flywheel.registry.trusted import UntrustedModel, load_trusted
+
+    try:
+        trusted = load_trusted(settings, version.version)
+    except UntrustedModel as exc:  # never run a model we did not write; train on
+        logging.getLogger("flywheel.training").error(
+            "not scoring champion version %s: %s", version.version, exc
+        )
         return None, version.version
-    model = mlflow.pytorch.load_model(uri)
+    if trusted.classes != classes:
+        return None, version.version
+    model = trusted.module
     with torch.no_grad():
         pred = model(x).argmax(dim=1)
     return float((pred == y).float().mean()), version.version
