@@ -45,11 +45,11 @@ CONFIG_ENV = [
     "model_arch",
     "label_classes",
 ]
-SECRET_ENV = {  # Secret name -> {key: env var}
-    "flywheel-label-studio": {"token": "FLYWHEEL_LABEL_STUDIO_TOKEN"},
-    "flywheel-mlflow-auth": {
-        "username": "MLFLOW_TRACKING_USERNAME",
-        "password": "MLFLOW_TRACKING_PASSWORD",
+SECRET_ENV = {  # Secret name -> {key: env var}; the only Secret in the pipelines' namespace
+    "flywheel-pipeline": {
+        "label-studio-token": "FLYWHEEL_LABEL_STUDIO_TOKEN",
+        "mlflow-username": "MLFLOW_TRACKING_USERNAME",
+        "mlflow-password": "MLFLOW_TRACKING_PASSWORD",
     },
 }
 

@@ -272,7 +272,7 @@ def secret_values(rendered: Rendered) -> dict[str, str]:
     return values
 
 
-NOT_SECRET_KEYS = {"username"}
+NOT_SECRET_KEYS = {"username", "mlflow-username"}
 
 
 def secret_copies(rendered: Rendered) -> dict[str, list[str]]:

@@ -117,8 +117,13 @@ generate. Args: ctx, name (Secret), key, length.
       key: {{ .Values.global.s3.secretKeyKey }}
 {{- end }}
 
-{{/* Env: what every flywheel process reads (FLYWHEEL_* settings, MLflow client auth). */}}
+{{/*
+Env: what every flywheel process reads (FLYWHEEL_* settings, MLflow client auth). The MLflow
+login is the workload's own identity (the subchart's value mlflowIdentity, default
+"reader"; global.mlflowIdentities), never the admin.
+*/}}
 {{- define "flywheel.env.platform" -}}
+{{- $id := .Values.mlflowIdentity | default "reader" -}}
 - name: FLYWHEEL_MODE
   value: cluster
 - name: FLYWHEEL_HOME
@@ -130,12 +135,12 @@ generate. Args: ctx, name (Secret), key, length.
 - name: FLYWHEEL_LABEL_STUDIO_URL
   value: {{ include "flywheel.labelstudio.url" . | quote }}
 - name: MLFLOW_TRACKING_USERNAME
-  value: {{ .Values.global.mlflowAdminUser | quote }}
+  value: {{ printf "flywheel-%s" $id | quote }}
 - name: MLFLOW_TRACKING_PASSWORD
   valueFrom:
     secretKeyRef:
-      name: flywheel-mlflow-auth
-      key: password
+      name: flywheel-mlflow-users
+      key: {{ $id }}
 - name: FLYWHEEL_TRIGGER_URL
   value: "http://trigger.{{ .Release.Namespace }}.svc.cluster.local:8090"
 - name: FLYWHEEL_IMAGE
@@ -165,12 +170,15 @@ tolerations:
 {{- end }}
 
 {{/*
-NetworkPolicy: only the listed components (pods labelled app.kubernetes.io/name) of this
-release, and pods in global.networkPolicy.allowNamespaces (Kubeflow Pipelines runs), reach
-`component` on `port`. Args: ctx, component, port, from (list of component names).
+NetworkPolicy (ingress): only the listed components (pods labelled app.kubernetes.io/name) of
+this release reach `component` on `port`; with pipeline=true also the Kubeflow Pipelines task
+pods, selected by namespace AND pod label (global.networkPolicy.pipelinePods), never a whole
+namespace. Egress and the default deny are in the umbrella chart (networkpolicy-egress.yaml).
+Args: ctx, component, port, from (list of component names), pipeline (bool).
 */}}
 {{- define "flywheel.networkPolicy" -}}
 {{- if .ctx.Values.global.networkPolicy.enabled }}
+{{- $pp := .ctx.Values.global.networkPolicy.pipelinePods | default dict }}
 apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy
 metadata:
@@ -195,13 +203,16 @@ spec:
                   {{- range (append .from (printf "%s-test" .component)) }}
                   - {{ . }}
                   {{- end }}
-        {{- with .ctx.Values.global.networkPolicy.allowNamespaces }}
+        {{- if and .pipeline $pp.namespaces $pp.matchLabels }}
         - namespaceSelector:
             matchExpressions:
               - key: kubernetes.io/metadata.name
                 operator: In
                 values:
-                  {{- toYaml . | nindent 18 }}
+                  {{- toYaml $pp.namespaces | nindent 18 }}
+          podSelector:
+            matchLabels:
+              {{- toYaml $pp.matchLabels | nindent 14 }}
         {{- end }}
 {{- end }}
 {{- end }}
