@@ -332,6 +332,210 @@ def secrets(first: Rendered, second: Rendered, variant: str) -> Check:
     )
 
 
+# --- least privilege (issue 12) ----------
+
+# Components that only answer: the default deny leaves them DNS and nothing else.
+ANSWER_ONLY = {"postgres", "redis", "minio", "seaweedfs"}
+
+PIPELINE_SECRET = "flywheel-pipeline"
+PIPELINE_KEYS = {"mlflow-username", "mlflow-password", "label-studio-token"}
+ADMIN_SECRET_USERS = {"Deployment/mlflow", "Job/mlflow-users"}  # who may hold the MLflow admin
+
+
+def _release_namespace(rendered: Rendered) -> str:
+    names = {s["metadata"].get("namespace") for s in rendered.of_kind("Secret")}
+    return "flywheel" if "flywheel" in names or not names else sorted(names - {None})[0]
+
+
+def pod_labels(obj: dict) -> list[tuple[str, dict]]:
+    """(where, pod labels) for every pod template an object carries."""
+    kind, spec, name = obj.get("kind"), obj.get("spec") or {}, _ident(obj)
+    if kind in ("Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job"):
+        return [(name, spec["template"].get("metadata", {}).get("labels") or {})]
+    if kind == "CronJob":
+        tpl = spec["jobTemplate"]["spec"]["template"]
+        return [(name, tpl.get("metadata", {}).get("labels") or {})]
+    if kind == "Pod":
+        return [(name, obj.get("metadata", {}).get("labels") or {})]
+    if kind == "InferenceService":
+        return [
+            (f"{name}.{p}", spec[p].get("labels") or {})
+            for p in ("predictor", "transformer")
+            if p in spec
+        ]
+    if kind in ("TrainingRuntime", "ClusterTrainingRuntime"):
+        jobs = spec["template"]["spec"]["replicatedJobs"]
+        return [
+            (
+                f"{name}.{j['name']}",
+                j["template"]["spec"]["template"].get("metadata", {}).get("labels") or {},
+            )
+            for j in jobs
+        ]
+    return []
+
+
+def _peers(policy: dict) -> list[tuple[str, dict]]:
+    out = []
+    for direction, key in (("ingress", "from"), ("egress", "to")):
+        for rule in policy["spec"].get(direction) or []:
+            out += [(direction, peer) for peer in rule.get(key) or []]
+    return out
+
+
+def perimeter(rendered: Rendered, variant: str) -> Check:
+    """Default deny (ingress and egress), DNS for all, an egress policy per component, a
+    policy on the transformer, no whole-namespace peers, the ISVC cluster-local."""
+    name = "perimeter (NetworkPolicy)"
+    if not rendered.values.get("global", {}).get("networkPolicy", {}).get("enabled", True):
+        return Check(variant, name, "skip", "global.networkPolicy.enabled is false")
+    policies = rendered.of_kind("NetworkPolicy")
+    problems = []
+    everyone = [p for p in policies if not p["spec"].get("podSelector")]
+    if not any(
+        {"Ingress", "Egress"} <= set(p["spec"].get("policyTypes") or [])
+        and not p["spec"].get("ingress")
+        and not p["spec"].get("egress")
+        for p in everyone
+    ):
+        problems.append("no default-deny NetworkPolicy (podSelector {}, Ingress and Egress)")
+    if not any(
+        any(
+            port.get("port") == 53
+            for rule in p["spec"].get("egress") or []
+            for port in rule.get("ports") or []
+        )
+        for p in everyone
+    ):
+        problems.append("no egress to DNS (port 53) for every pod")
+    egress_for, ingress_for = set(), set()
+    for pol in policies:
+        selected = (pol["spec"].get("podSelector", {}).get("matchLabels") or {}).get(
+            "app.kubernetes.io/name"
+        )
+        types = set(pol["spec"].get("policyTypes") or [])
+        if "Egress" in types and pol["spec"].get("egress"):
+            egress_for.add(selected)
+        if "Ingress" in types and pol["spec"].get("ingress"):
+            ingress_for.add(selected)
+        for direction, peer in _peers(pol):
+            if "namespaceSelector" in peer and "podSelector" not in peer:
+                problems.append(
+                    f"NetworkPolicy/{pol['metadata']['name']}: {direction} admits a whole "
+                    "namespace (namespaceSelector without podSelector)"
+                )
+            if direction == "ingress" and "ipBlock" in peer:
+                problems.append(f"NetworkPolicy/{pol['metadata']['name']}: ingress by ipBlock")
+    components = set()
+    for obj in rendered.objects:
+        for where, labels in pod_labels(obj):
+            component = labels.get("app.kubernetes.io/name")
+            components.add(component)
+            if component not in egress_for and component not in ANSWER_ONLY:
+                problems.append(f"{where}: no egress NetworkPolicy for its pods ({component})")
+    if "serving-transformer" not in ingress_for:
+        problems.append("no NetworkPolicy selects the transformer pods (serving-transformer)")
+    for isvc in rendered.of_kind("InferenceService"):
+        labels = isvc["metadata"].get("labels") or {}
+        if labels.get("networking.kserve.io/visibility") != "cluster-local":
+            problems.append(
+                f"{_ident(isvc)}: not labelled networking.kserve.io/visibility: cluster-local"
+            )
+    return _result(
+        variant,
+        name,
+        problems,
+        f"default deny, DNS, egress for {len(components)} components, transformer covered, "
+        "no namespace-wide peers, InferenceService cluster-local",
+    )
+
+
+def _secret_refs(node, found: list[str]) -> None:
+    if isinstance(node, dict):
+        ref = node.get("secretKeyRef") or node.get("secretRef")
+        if isinstance(ref, dict) and ref.get("name"):
+            found.append(ref["name"])
+        for v in node.values():
+            _secret_refs(v, found)
+    elif isinstance(node, list):
+        for v in node:
+            _secret_refs(v, found)
+
+
+def credentials(rendered: Rendered, variant: str) -> Check:
+    """No credential spill: only the pipeline Secret leaves the release namespace, with only
+    an MLflow identity and the Label Studio token; Secrets kept on uninstall; the MLflow
+    admin only in MLflow and its users Job."""
+    home = _release_namespace(rendered)
+    problems, outside = [], 0
+    for sec in rendered.of_kind("Secret"):
+        meta = sec["metadata"]
+        ns, name = meta.get("namespace", home), meta["name"]
+        if (meta.get("annotations") or {}).get("helm.sh/resource-policy") != "keep":
+            problems.append(f"Secret {ns}/{name}: no helm.sh/resource-policy: keep")
+        if ns == home:
+            continue
+        outside += 1
+        keys = set(sec.get("data") or {}) | set(sec.get("stringData") or {})
+        if name != PIPELINE_SECRET:
+            problems.append(f"Secret {name} is copied to namespace {ns}: only {PIPELINE_SECRET}")
+        elif keys - PIPELINE_KEYS:
+            problems.append(f"Secret {ns}/{name} carries {sorted(keys - PIPELINE_KEYS)}")
+    for pvc in rendered.of_kind("PersistentVolumeClaim"):
+        if (pvc["metadata"].get("annotations") or {}).get("helm.sh/resource-policy") != "keep":
+            problems.append(f"{_ident(pvc)}: no helm.sh/resource-policy: keep")
+    for obj in rendered.objects:
+        refs: list[str] = []
+        _secret_refs(obj.get("spec"), refs)
+        if "flywheel-mlflow-auth" in refs and _ident(obj) not in ADMIN_SECRET_USERS:
+            problems.append(f"{_ident(obj)} uses the MLflow admin (flywheel-mlflow-auth)")
+    return _result(
+        variant,
+        "credentials (no spill, kept)",
+        problems,
+        f"{outside} Secret(s) outside {home}: {PIPELINE_SECRET} only; Secrets and PVCs kept; "
+        "MLflow admin only in MLflow",
+    )
+
+
+LABEL_STUDIO_ENV = {
+    "LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK": "true",
+    "SSRF_PROTECTION_ENABLED": "true",
+    "LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED": "true",
+}
+
+
+def label_studio(rendered: Rendered, variant: str) -> Check:
+    """Label Studio: signup by invite, SSRF protection, local files under one root, hosts."""
+    try:
+        deploy = rendered.get("Deployment", "label-studio")
+    except Exception:  # noqa: BLE001 - not deployed in this variant
+        return Check(variant, "Label Studio hardening", "skip", "no Label Studio Deployment")
+    (container,) = [c for _, pod in pod_specs(deploy) for c in pod["containers"]][:1]
+    env = {e["name"]: e.get("value") for e in container.get("env") or []}
+    problems = [
+        f"env {k} is {env.get(k)!r}, not {v!r}"
+        for k, v in LABEL_STUDIO_ENV.items()
+        if env.get(k) != v
+    ]
+    root = env.get("LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT") or ""
+    if root in ("", "/") or not root.startswith("/"):
+        problems.append(f"LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT is {root!r}: name the images")
+    hosts = env.get("ALLOWED_HOSTS") or ""
+    if not hosts or "*" in hosts.split(","):
+        problems.append(f"ALLOWED_HOSTS is {hosts!r}: name the hosts")
+    if env.get("USE_DEFAULT_BANNED_SUBNETS") == "false" and not env.get(
+        "USER_ADDITIONAL_BANNED_SUBNETS"
+    ):
+        problems.append("default banned subnets off and none banned instead")
+    return _result(
+        variant,
+        "Label Studio hardening",
+        problems,
+        f"signup by invite, SSRF protection, files under {root}, hosts {hosts}",
+    )
+
+
 # --- all of them ----------
 
 
@@ -353,6 +557,9 @@ def check_variant(
         validate_custom(first, variant, crds_dir),
         security(first, variant),
         secrets(first, second, variant),
+        perimeter(first, variant),
+        credentials(first, variant),
+        label_studio(first, variant),
     ]
 
 

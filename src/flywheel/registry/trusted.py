@@ -81,6 +81,7 @@ def _client(settings):
 def _download(settings, version: str, dst: str) -> Path:
     import mlflow
 
+    mlflow.set_registry_uri(settings.tracking_uri)  # `models:/` URIs resolve there
     return Path(
         mlflow.artifacts.download_artifacts(
             artifact_uri=f"models:/{settings.model_name}/{version}",

@@ -114,27 +114,39 @@ def _rest_server_class(host: str, max_request_bytes: int = 32 << 20):
     return FlywheelRESTServer
 
 
-def _repository_class(allow_load: bool = True):
-    """A model repository whose `load` (POST /v2/repository/models/<name>/load) re-reads
-    the champion alias (dev box only) and whose `unload` is always refused (403)."""
-    from kserve.errors import ModelNotFound
-    from kserve.model_repository import ModelRepository
+def _guarded_extension_class(allow_load: bool):
+    """KServe's model-repository endpoints with `unload` refused (403) and `load` refused
+    on the cluster, where the predictor follows the champion alias by itself."""
+    from kserve.protocol.model_repository_extension import ModelRepositoryExtension
 
     from flywheel.serving.limits import RepositoryRefused
 
-    class Repository(ModelRepository):
-        def unload(self, name: str) -> None:
+    class GuardedExtension(ModelRepositoryExtension):
+        async def unload(self, model_name: str) -> None:
             raise RepositoryRefused(
-                f"unloading model {name!r} is not allowed on the serving port; "
+                f"unloading model {model_name!r} is not allowed on the serving port; "
                 "stop the server (or scale the InferenceService) instead"
             )
 
-        async def load(self, name: str) -> bool:
+        async def load(self, model_name: str) -> None:
             if not allow_load:
                 raise RepositoryRefused(
-                    f"loading model {name!r} through the model repository is not allowed "
-                    "on the cluster; the predictor follows the champion alias by itself"
+                    f"loading model {model_name!r} through the model repository is not "
+                    "allowed on the cluster; the predictor follows the champion alias itself"
                 )
+            await super().load(model_name)
+
+    return GuardedExtension
+
+
+def _repository_class():
+    """A model repository whose `load` (POST /v2/repository/models/<name>/load) re-reads
+    the champion alias: it can load nothing else."""
+    from kserve.errors import ModelNotFound
+    from kserve.model_repository import ModelRepository
+
+    class Repository(ModelRepository):
+        async def load(self, name: str) -> bool:
             model = self.get_model(name)
             if model is None:
                 raise ModelNotFound(name)
@@ -159,10 +171,12 @@ def serve(
         grpc_port=args.grpc_port,
         workers=args.workers,
         enable_grpc=bool(args.enable_grpc) and not local,
-        registered_models=_repository_class(allow_load=local)(),
+        registered_models=_repository_class()(),
         predictor_config=predictor_config,
         enable_latency_logging=args.enable_latency_logging,
     )
+    # REST and gRPC repository endpoints: unload refused, load only on the dev box.
+    server.model_repository_extension = _guarded_extension_class(local)(server.registered_models)
     # Registered even when not ready (no champion yet): it then answers 503, never 404/500.
     server.register_model(model)
     model.enable_latency_logging = args.enable_latency_logging

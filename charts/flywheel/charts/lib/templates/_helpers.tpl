@@ -218,8 +218,8 @@ spec:
 {{- end }}
 
 {{/*
-`helm test` hook: a pod in our image that checks `url` answers 2xx (basic auth from the
-MLflow Secret when auth is true). Args: ctx, component, url, auth (bool).
+`helm test` hook: a pod in our image that checks `url` answers 2xx (basic auth as the
+MLflow identity flywheel-reader when auth is true). Args: ctx, component, url, auth (bool).
 */}}
 {{- define "flywheel.testPod" -}}
 apiVersion: v1
@@ -257,12 +257,12 @@ spec:
       {{- if .auth }}
       env:
         - name: CHECK_USER
-          value: {{ .ctx.Values.global.mlflowAdminUser | quote }}
+          value: flywheel-reader
         - name: CHECK_PASSWORD
           valueFrom:
             secretKeyRef:
-              name: flywheel-mlflow-auth
-              key: password
+              name: flywheel-mlflow-users
+              key: reader
       {{- end }}
       securityContext:
         {{- include "flywheel.containerSecurityContext" dict | nindent 8 }}
