@@ -388,7 +388,9 @@ def perimeter(rendered: Rendered, variant: str) -> Check:
     policy on the transformer, no whole-namespace peers, the ISVC cluster-local."""
     name = "perimeter (NetworkPolicy)"
     if not rendered.values.get("global", {}).get("networkPolicy", {}).get("enabled", True):
-        return Check(variant, name, "skip", "global.networkPolicy.enabled is false")
+        return Check(
+            variant, name, "fail", "global.networkPolicy.enabled is false: no perimeter at all"
+        )
     policies = rendered.of_kind("NetworkPolicy")
     problems = []
     everyone = [p for p in policies if not p["spec"].get("podSelector")]
@@ -462,6 +464,21 @@ def _secret_refs(node, found: list[str]) -> None:
             _secret_refs(v, found)
 
 
+def mlflow_identities(rendered: Rendered) -> dict[str, str]:
+    """{identity: permission} as the mlflow-users Job will create them."""
+    import json
+
+    for job in rendered.of_kind("Job"):
+        if job["metadata"]["name"] != "mlflow-users":
+            continue
+        for _, pod in pod_specs(job):
+            for c in pod["containers"]:
+                for e in c.get("env") or []:
+                    if e["name"] == "FLYWHEEL_MLFLOW_IDENTITIES":
+                        return json.loads(e["value"])
+    return {}
+
+
 def credentials(rendered: Rendered, variant: str) -> Check:
     """No credential spill: only the pipeline Secret leaves the release namespace, with only
     an MLflow identity and the Label Studio token; Secrets kept on uninstall; the MLflow
@@ -481,6 +498,15 @@ def credentials(rendered: Rendered, variant: str) -> Check:
             problems.append(f"Secret {name} is copied to namespace {ns}: only {PIPELINE_SECRET}")
         elif keys - PIPELINE_KEYS:
             problems.append(f"Secret {ns}/{name} carries {sorted(keys - PIPELINE_KEYS)}")
+    identities = mlflow_identities(rendered)
+    if not identities:
+        problems.append("no MLflow identities (Job/mlflow-users FLYWHEEL_MLFLOW_IDENTITIES)")
+    for name in ("serving", "reader"):
+        if identities.get(name, "READ") != "READ":
+            problems.append(f"MLflow identity {name} has {identities[name]}: READ only")
+    managers = sorted(n for n, p in identities.items() if p == "MANAGE")
+    if len(managers) > 1:
+        problems.append(f"MLflow identities {managers} may all move `champion`: one promoter")
     for pvc in rendered.of_kind("PersistentVolumeClaim"):
         if (pvc["metadata"].get("annotations") or {}).get("helm.sh/resource-policy") != "keep":
             problems.append(f"{_ident(pvc)}: no helm.sh/resource-policy: keep")

@@ -1,0 +1,148 @@
+"""Least privilege in the charts (issue 12): the rendered manifests, and each new dry-run
+check failing on a values file that breaks what it guards."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from flywheel.deploy import checks
+from flywheel.deploy.render import render
+
+
+@pytest.fixture(scope="module")
+def dev():
+    return render("dev")
+
+
+def env_of(container: dict) -> dict:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container.get("env", [])}
+
+
+def test_new_checks_pass_on_the_shipped_profiles(dev):
+    for check in (checks.perimeter, checks.credentials, checks.label_studio):
+        result = check(dev, "dev")
+        assert result.status == "pass", (result.name, result.detail)
+
+
+def test_only_the_pipeline_secret_reaches_kubeflow(dev):
+    kubeflow = [s for s in dev.of_kind("Secret") if s["metadata"]["namespace"] == "kubeflow"]
+    assert [s["metadata"]["name"] for s in kubeflow] == ["flywheel-pipeline"]
+    assert set(kubeflow[0]["data"]) == {"mlflow-username", "mlflow-password", "label-studio-token"}
+    for sec in dev.of_kind("Secret"):
+        assert sec["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    values = checks.secret_copies(dev)
+    assert (
+        values["flywheel-pipeline/label-studio-token"][0]
+        == (values["flywheel-label-studio/token"][0])
+    )
+    assert (
+        values["flywheel-pipeline/mlflow-password"][0]
+        == (values["flywheel-mlflow-users/pipeline"][0])
+    )
+
+
+def test_pipelines_read_only_the_pipeline_secret():
+    from pipelines.flywheel import SECRET_ENV
+
+    assert list(SECRET_ENV) == ["flywheel-pipeline"]
+
+
+def test_workloads_log_in_to_mlflow_as_themselves(dev):
+    isvc = dev.get("InferenceService", "flywheel")
+    for part in ("predictor", "transformer"):
+        env = env_of(isvc["spec"][part]["containers"][0])
+        assert env["MLFLOW_TRACKING_USERNAME"] == "flywheel-serving"
+        assert env["MLFLOW_TRACKING_PASSWORD"] == {
+            "secretKeyRef": {"name": "flywheel-mlflow-users", "key": "serving"}
+        }
+    assert checks.mlflow_identities(dev) == {
+        "serving": "READ",
+        "reader": "READ",
+        "training": "EDIT",
+        "pipeline": "MANAGE",
+    }
+    job = dev.get("Job", "mlflow-users")
+    assert job["metadata"]["annotations"]["helm.sh/hook"] == "post-install,post-upgrade"
+
+
+def test_default_deny_and_named_peers(dev):
+    deny = dev.get("NetworkPolicy", "default-deny")["spec"]
+    assert deny == {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
+    trigger = dev.get("NetworkPolicy", "trigger-egress")["spec"]["egress"]
+    peers = [
+        (rule["to"][0].get("podSelector", {}).get("matchLabels", {}).get("app.kubernetes.io/name"))
+        for rule in trigger
+    ]
+    assert peers[:2] == ["label-studio", "mlflow"] and len(peers) == 3  # + the KFP API
+    mlflow_in = dev.get("NetworkPolicy", "mlflow")["spec"]["ingress"][0]["from"]
+    pipeline = [p for p in mlflow_in if "namespaceSelector" in p]
+    assert pipeline and all("podSelector" in p for p in pipeline)
+    assert dev.get("NetworkPolicy", "serving-transformer")["spec"]["ingress"]
+    isvc = dev.get("InferenceService", "flywheel")
+    assert isvc["metadata"]["labels"]["networking.kserve.io/visibility"] == "cluster-local"
+
+
+def test_label_studio_env(dev):
+    (c,) = [
+        c
+        for _, p in checks.pod_specs(dev.get("Deployment", "label-studio"))
+        for c in p["containers"]
+    ]
+    env = env_of(c)
+    assert env["LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK"] == "true"
+    assert env["SSRF_PROTECTION_ENABLED"] == "true"
+    assert env["LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT"] == "/label-studio/data/items"
+    assert "*" not in env["ALLOWED_HOSTS"].split(",")
+    pvc = dev.get("PersistentVolumeClaim", "label-studio-data")
+    assert pvc["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+
+
+# --- each new check fails on a bad values file ----------
+
+
+@pytest.mark.parametrize(
+    "check, overrides, message",
+    [
+        (checks.perimeter, {"global": {"networkPolicy": {"enabled": False}}}, "no perimeter"),
+        (checks.perimeter, {"serving": {"visibility": "external"}}, "cluster-local"),
+        (checks.credentials, {"global": {"mlflowIdentities": {"serving": "EDIT"}}}, "READ only"),
+        (
+            checks.credentials,
+            {"global": {"mlflowIdentities": {"training": "MANAGE"}}},
+            "one promoter",
+        ),
+        (checks.label_studio, {"labelstudio": {"extraAllowedHosts": ["*"]}}, "ALLOWED_HOSTS"),
+    ],
+)
+def test_new_check_fails_on_bad_values(check, overrides, message):
+    result = check(render("dev", overrides), "bad")
+    assert result.status == "fail" and message in result.detail, (result.status, result.detail)
+
+
+def test_credentials_check_catches_a_spilled_secret(dev):
+    spilled = json.loads(json.dumps(dev.get("Secret", "flywheel-postgres")))
+    spilled["metadata"]["namespace"] = "kubeflow"
+    entry = ("spilled.yaml", spilled)
+    dev.documents.append(entry)
+    try:
+        result = checks.credentials(dev, "bad")
+    finally:
+        dev.documents.remove(entry)
+    assert result.status == "fail" and "copied to namespace kubeflow" in result.detail
+
+
+def test_perimeter_check_catches_a_namespace_wide_peer(dev):
+    policy = json.loads(json.dumps(dev.get("NetworkPolicy", "mlflow")))
+    policy["metadata"]["name"] = "mlflow-wide"
+    policy["spec"]["ingress"][0]["from"] = [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kubeflow"}}}
+    ]
+    entry = ("wide.yaml", policy)
+    dev.documents.append(entry)
+    try:
+        result = checks.perimeter(dev, "bad")
+    finally:
+        dev.documents.remove(entry)
+    assert result.status == "fail" and "admits a whole namespace" in result.detail
