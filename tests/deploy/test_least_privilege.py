@@ -146,3 +146,35 @@ def test_perimeter_check_catches_a_namespace_wide_peer(dev):
     finally:
         dev.documents.remove(entry)
     assert result.status == "fail" and "admits a whole namespace" in result.detail
+
+
+def test_images_by_digest(dev):
+    unpinned = checks.images(dev, "dev")
+    assert unpinned.status == "skip" and "heartexlabs/label-studio:1.23.2" in unpinned.detail
+    strict = checks.images(render("dev", {"global": {"requireImageDigests": True}}), "bad")
+    assert strict.status == "fail" and "not pinned by digest" in strict.detail
+    digest = "sha256:" + "ab" * 32
+    pinned = render(
+        "dev",
+        {
+            "global": {"requireImageDigests": True, "image": {"digest": digest}},
+            **{
+                chart: {"image": {"digest": digest}}
+                for chart in ("labelstudio", "postgres", "redis", "minio")
+            },
+            "minio": {"image": {"digest": digest}, "mcImage": {"digest": digest}},
+        },
+    )
+    result = checks.images(pinned, "pinned")
+    assert result.status == "pass", result.detail
+    (c,) = [
+        c for _, p in checks.pod_specs(pinned.get("Deployment", "mlflow")) for c in p["containers"]
+    ]
+    assert c["image"] == f"ghcr.io/flywheel-ml/flywheel:0.1.0@{digest}"
+
+
+def test_a_malformed_digest_is_a_schema_error():
+    from flywheel.deploy.render import ValuesError
+
+    with pytest.raises(ValuesError, match="digest"):
+        render("dev", {"postgres": {"image": {"digest": "latest"}}})

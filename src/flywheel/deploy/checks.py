@@ -562,6 +562,39 @@ def label_studio(rendered: Rendered, variant: str) -> Check:
     )
 
 
+DIGEST = re.compile(r"@sha256:[a-f0-9]{64}$")
+
+
+def images(rendered: Rendered, variant: str) -> Check:
+    """Third-party images pinned by digest (fail when global.requireImageDigests, else
+    skip naming them); the platform image by digest when global.image.digest is set."""
+    g = rendered.values.get("global") or {}
+    platform = (g.get("image") or {}).get("repository", "ghcr.io/flywheel-ml/flywheel")
+    want_platform = bool((g.get("image") or {}).get("digest"))
+    unpinned, problems, seen = set(), [], set()
+    for obj in rendered.objects:
+        for where, pod in pod_specs(obj):
+            for c in (pod.get("initContainers") or []) + (pod.get("containers") or []):
+                ref = c.get("image", "")
+                seen.add(ref)
+                if ref.split("@")[0].rsplit(":", 1)[0] == platform:
+                    if want_platform and not DIGEST.search(ref):
+                        problems.append(
+                            f"{where}/{c.get('name')}: platform image {ref} not by digest"
+                        )
+                elif not DIGEST.search(ref):
+                    unpinned.add(ref)
+    name = "images pinned by digest"
+    if problems:
+        return Check(variant, name, "fail", "; ".join(problems[:8]))
+    if unpinned:
+        detail = f"not pinned by digest: {', '.join(sorted(unpinned))} (set <chart>.image.digest)"
+        if g.get("requireImageDigests"):
+            return Check(variant, name, "fail", detail)
+        return Check(variant, name, "skip", detail)
+    return Check(variant, name, "pass", f"{len(seen)} image references, all by digest")
+
+
 # --- all of them ----------
 
 
@@ -586,6 +619,7 @@ def check_variant(
         perimeter(first, variant),
         credentials(first, variant),
         label_studio(first, variant),
+        images(first, variant),
     ]
 
 

@@ -16,10 +16,21 @@ app.kubernetes.io/name: {{ .component }}
 app.kubernetes.io/instance: {{ .ctx.Release.Name }}
 {{- end }}
 
-{{/* Platform image (our code): global.image. */}}
+{{/* Platform image (our code): global.image, by digest when global.image.digest is set
+(`make deploy` passes the digest it just pushed). */}}
 {{- define "flywheel.image" -}}
-{{- $img := .Values.global.image -}}
-{{ printf "%s:%s" $img.repository $img.tag | quote }}
+{{ include "flywheel.imageRef" .Values.global.image }}
+{{- end }}
+
+{{/* An image reference "repository:tag[@digest]" from {repository, tag, digest}. A digest
+pins the exact bytes: set one for every third-party image in production (the dry run
+lists the ones without; global.requireImageDigests makes them an error). */}}
+{{- define "flywheel.imageRef" -}}
+{{- if .digest -}}
+{{ printf "%s:%s@%s" .repository .tag .digest | quote }}
+{{- else -}}
+{{ printf "%s:%s" .repository .tag | quote }}
+{{- end -}}
 {{- end }}
 
 {{/* Pod-level security context. Args: uid (int). */}}
