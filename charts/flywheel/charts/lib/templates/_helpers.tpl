@@ -77,8 +77,29 @@ generate. Args: ctx, name (Secret), key, length.
 {{- define "flywheel.labelstudio.url" -}}http://label-studio.{{ .Release.Namespace }}.svc.cluster.local:8080{{- end }}
 {{- define "flywheel.feast.url" -}}http://feast.{{ .Release.Namespace }}.svc.cluster.local:6566{{- end }}
 
-{{/* Env: Postgres connection (password from its Secret). */}}
+{{/*
+Env: Postgres connection as the service's own role (the subchart's value postgresRole,
+default "feast"; global.postgres.roles), never the superuser.
+*/}}
 {{- define "flywheel.env.postgres" -}}
+{{- $role := .Values.postgresRole | default "feast" -}}
+- name: PGHOST
+  value: {{ include "flywheel.postgres.host" . | quote }}
+- name: PGPORT
+  value: {{ .Values.global.postgres.port | quote }}
+- name: PGUSER
+  value: {{ printf "flywheel_%s" $role | quote }}
+- name: PGSSLMODE
+  value: {{ .Values.global.postgres.sslmode | quote }}
+- name: PGPASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: flywheel-postgres-roles
+      key: {{ $role }}
+{{- end }}
+
+{{/* Env: the Postgres superuser (db-init and backup Jobs only). */}}
+{{- define "flywheel.env.postgresAdmin" -}}
 - name: PGHOST
   value: {{ include "flywheel.postgres.host" . | quote }}
 - name: PGPORT

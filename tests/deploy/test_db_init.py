@@ -1,0 +1,131 @@
+"""The chart's db-init Job script, run as rendered against a real Postgres (Debian's, in a
+temporary cluster on a free loopback port): one role per service owns its databases (tables
+made earlier by the superuser included), other roles cannot connect, and a second run
+changes nothing."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from flywheel.deploy.render import render
+from tests.conftest import free_port
+
+BIN = Path("/usr/lib/postgresql/15/bin")
+pytestmark = pytest.mark.skipif(
+    not (BIN / "initdb").exists() or shutil.which("runuser") is None,
+    reason="Debian postgresql 15 (apt-get install postgresql) is needed for this test",
+)
+ADMIN, ADMIN_PW = "flywheel", "admin-pw-for-this-test-only"
+
+
+def as_postgres(args: list[str], **kw) -> subprocess.CompletedProcess:
+    prefix = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    return subprocess.run(prefix + args, capture_output=True, text=True, **kw)
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    import tempfile
+
+    # Not under pytest's tmp (0700, root's): the postgres user must reach its folder.
+    root = Path(tempfile.mkdtemp(prefix="flywheel-pg-"))
+    data, pwfile = root / "data", root / "pw"
+    pwfile.write_text(ADMIN_PW)
+    if os.geteuid() == 0:
+        shutil.chown(root, "postgres")
+        shutil.chown(pwfile, "postgres")
+    out = as_postgres(
+        [
+            str(BIN / "initdb"),
+            "-D",
+            str(data),
+            "-U",
+            ADMIN,
+            "--pwfile",
+            str(pwfile),
+            "--auth=scram-sha-256",
+        ]
+    )
+    assert out.returncode == 0, out.stderr
+    port = free_port()
+    out = as_postgres(
+        [
+            str(BIN / "pg_ctl"),
+            "-D",
+            str(data),
+            "-l",
+            str(root / "log"),
+            "-w",
+            "start",
+            "-o",
+            f"-p {port} -k {root} -c listen_addresses=127.0.0.1",
+        ]
+    )
+    assert out.returncode == 0, out.stderr + (root / "log").read_text()
+    try:
+        yield {"PGHOST": "127.0.0.1", "PGPORT": str(port)}
+    finally:
+        as_postgres([str(BIN / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"])
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def psql(env: dict, user: str, password: str, db: str, sql: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["psql", "-v", "ON_ERROR_STOP=1", "-tA", "-d", db, "-c", sql],
+        env={**os.environ, **env, "PGUSER": user, "PGPASSWORD": password},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_db_init_gives_each_service_its_own_role(postgres):
+    job = render("dev").get("Job", "db-init")
+    script = job["spec"]["template"]["spec"]["containers"][0]["command"][-1]
+    passwords = {"FEAST": "feast-pw-1", "LABELSTUDIO": "ls-pw-2", "MLFLOW": "mlflow-pw-3"}
+    env = {
+        **os.environ,
+        **postgres,
+        "PGUSER": ADMIN,
+        "PGPASSWORD": ADMIN_PW,
+        **{f"ROLE_PASSWORD_{k}": v for k, v in passwords.items()},
+    }
+    # An install from before this Job: the database exists, its table owned by the superuser.
+    assert psql(postgres, ADMIN, ADMIN_PW, "postgres", "CREATE DATABASE mlflow").returncode == 0
+    made = psql(postgres, ADMIN, ADMIN_PW, "mlflow", "CREATE TABLE runs (id int)")
+    assert made.returncode == 0, made.stderr
+    for attempt in range(2):  # idempotent
+        run = subprocess.run(
+            ["sh", "-ec", script], env=env, capture_output=True, text=True, timeout=120
+        )
+        assert run.returncode == 0, (attempt, run.stdout, run.stderr)
+    assert "database mlflow_auth: owned by role flywheel_mlflow" in run.stdout
+    owner = psql(
+        postgres,
+        "flywheel_mlflow",
+        "mlflow-pw-3",
+        "mlflow",
+        "INSERT INTO runs VALUES (1); ALTER TABLE runs ADD COLUMN x int; "
+        "SELECT tableowner FROM pg_tables WHERE tablename = 'runs'",
+    )
+    assert owner.returncode == 0 and owner.stdout.strip().endswith("flywheel_mlflow"), owner
+    other = psql(postgres, "flywheel_feast", "feast-pw-1", "mlflow", "SELECT 1")
+    assert other.returncode != 0 and "permission denied" in other.stderr
+    ls = psql(postgres, "flywheel_labelstudio", "ls-pw-2", "labelstudio", "CREATE TABLE t (i int)")
+    assert ls.returncode == 0, ls.stderr
+    superuser = psql(
+        postgres,
+        "flywheel_labelstudio",
+        "ls-pw-2",
+        "labelstudio",
+        "SELECT rolsuper OR rolcreatedb OR rolcreaterole FROM pg_roles "
+        "WHERE rolname = current_user",
+    )
+    assert superuser.stdout.strip() == "f"
+    wrong = psql(postgres, "flywheel_mlflow", "not-the-password", "mlflow", "SELECT 1")
+    assert wrong.returncode != 0
