@@ -109,6 +109,7 @@ GROUPS = [
     ("flywheel.deploy.cli", "deploy", "deploy"),
     ("flywheel.deploy.cli", "undeploy", "undeploy"),
     ("flywheel.deploy.cli", "crds_app", "crds"),
+    ("flywheel.deploy.cli", "restore", "restore"),
 ]
 
 for _module, _attr, _name in GROUPS:

@@ -36,6 +36,7 @@ CUSTOM_GROUPS = {"serving.kserve.io", "trainer.kubeflow.org", "feast.dev"}
 # Containers allowed a writable root filesystem, and why.
 WRITABLE_ROOT = {
     "label-studio": "the upstream image writes static files and caches into its own tree",
+    "label-studio-migrate": "the same Label Studio image, running its migrations",
 }
 
 WEAK_SECRETS = {
