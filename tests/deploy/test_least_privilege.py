@@ -178,3 +178,32 @@ def test_a_malformed_digest_is_a_schema_error():
 
     with pytest.raises(ValuesError, match="digest"):
         render("dev", {"postgres": {"image": {"digest": "latest"}}})
+
+
+def test_kept_volume_without_its_secret_fails_the_install(tmp_path):
+    """`lookup` finds nothing offline, so the helper the pre-install check calls is rendered
+    here with what `lookup` returns on a cluster: a kept claim and no Secret."""
+    import shutil
+
+    from flywheel.deploy.render import CHART_DIR, DeployError, render_values
+
+    chart = tmp_path / "chart"
+    shutil.copytree(CHART_DIR / "charts" / "lib", chart / "charts" / "lib")
+    (chart / "Chart.yaml").write_text(
+        "apiVersion: v2\nname: probe\nversion: 0.1.0\n"
+        "dependencies:\n  - {name: lib, version: 0.1.0}\n"
+    )
+    (chart / "templates").mkdir()
+    (chart / "templates" / "probe.yaml").write_text(
+        '{{- $pvc := dict "metadata" (dict "name" "data-postgres-0") -}}\n'
+        '{{- include "flywheel.keptVolumeCheck" (dict "pvc" $pvc "secret" .Values.secret '
+        '"pvcName" "data-postgres-0" "secretName" "flywheel-postgres" "what" "Postgres data") }}\n'
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: probe}\n"
+    )
+    kept = render_values({"secret": {"metadata": {"name": "flywheel-postgres"}}}, chart_dir=chart)
+    assert kept.get("ConfigMap", "probe")  # claim and Secret both kept: installs
+    with pytest.raises(
+        DeployError, match="was kept from an earlier install, but Secret flywheel-postgres is gone"
+    ):
+        render_values({"secret": {}}, chart_dir=chart)
+    assert "flywheel.keptVolumeCheck" in (CHART_DIR / "templates/preinstall-check.yaml").read_text()

@@ -329,3 +329,15 @@ defined earlier in the list.
 - name: FEAST_USAGE
   value: "False"
 {{- end }}
+
+{{/*
+A kept volume that lost its Secret: the data (a database, the object store) holds the old
+password and a fresh random one would lock every service out. Fail the install with what
+to do, before anything is applied. Args: pvc, secret (lookup results), pvcName,
+secretName, what.
+*/}}
+{{- define "flywheel.keptVolumeCheck" -}}
+{{- if and .pvc (not .secret) -}}
+{{- fail (printf "PersistentVolumeClaim %s (%s) was kept from an earlier install, but Secret %s is gone: a new random password would not open the data. Restore the Secret (kubectl apply the one you saved, or recreate it with the old password), or delete the claim if the data may go; then install again." .pvcName .what .secretName) -}}
+{{- end -}}
+{{- end }}
