@@ -174,6 +174,18 @@ def check_pickle_free(model_file: Path) -> None:
         raise UntrustedModel(f"model.pt2 is not pickle-free: {exc.message}") from None
 
 
+def warm_up() -> None:
+    """Import what a first load needs (MLflow's registry client and its request-header
+    plugins, which import Feast; the pt2 validator; torch's export loader): many seconds on
+    a busy box, better spent at start than inside the first reload request."""
+    import mlflow.pytorch  # noqa: F401
+    import mlflow.tracking.request_header.registry  # noqa: F401
+    import mlflow.store.model_registry.rest_store  # noqa: F401
+    import mlflow.store.tracking.rest_store  # noqa: F401
+    import torch._export.serde.serialize  # noqa: F401
+    import torch.export  # noqa: F401
+
+
 def load_trusted(settings, version: str) -> TrustedModel:
     """Check the three rules on `models:/<name>/<version>`, then load it (CPU)."""
     import torch

@@ -335,6 +335,9 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
     _one_intra_op_thread()
+    from flywheel.registry.trusted import warm_up
+
+    warm_up()
     model = Predictor(args.model_name or settings.model_name, settings)
     model.load()
     if not model.ready:
