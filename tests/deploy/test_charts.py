@@ -200,6 +200,9 @@ def test_bundled_datastores(dev):
         "flywheel-s3",
         "flywheel-mlflow-auth",
         "flywheel-label-studio",
+        "flywheel-mlflow-users",
+        "flywheel-postgres-roles",
+        "flywheel-pipeline",
     }
 
 
@@ -208,11 +211,17 @@ def test_external_datastores(external):
     assert {s["metadata"]["name"] for s in external.of_kind("Secret")} == {
         "flywheel-mlflow-auth",
         "flywheel-label-studio",
+        "flywheel-mlflow-users",
+        "flywheel-postgres-roles",  # the services' own roles, made by db-init as the admin
+        "flywheel-pipeline",
     }
     (c,) = containers(external, "Deployment", "mlflow")
     env = env_of(c)
     assert env["PGHOST"] == "postgres.db.example.internal"
-    assert env["PGPASSWORD"]["secretKeyRef"]["name"] == "external-postgres"
+    assert env["PGUSER"] == "flywheel_mlflow"
+    assert env["PGPASSWORD"]["secretKeyRef"] == {"name": "flywheel-postgres-roles", "key": "mlflow"}
+    (init,) = containers(external, "Job", "db-init")
+    assert env_of(init)["PGPASSWORD"]["secretKeyRef"]["name"] == "external-postgres"
     assert env["AWS_ENDPOINT_URL"] == "https://s3.example.internal"
     assert env["AWS_SECRET_ACCESS_KEY"]["secretKeyRef"]["name"] == "external-s3"
     (f,) = containers(external, "Deployment", "feast")
@@ -225,10 +234,15 @@ def test_external_datastores(external):
 def test_secrets_generated_not_fixed(dev):
     again = render("dev")
     first, second = checks.secret_values(dev), checks.secret_values(again)
-    assert first.keys() == second.keys() and len(first) == 8
-    # one value per key, the same in every namespace it is copied to (kubeflow: pipelines)
+    assert first.keys() == second.keys() and len(first) == 17
+    # one value per key; only the pipeline Secret is also in kubeflow, with the same values
     copies = checks.secret_copies(dev)
-    assert all(len(v) == 2 and len(set(v)) == 1 for v in copies.values()), copies.keys()
+    assert all(len(set(v)) == 1 for v in copies.values()), copies.keys()
+    assert {k for k, v in copies.items() if len(v) == 2} == {
+        "flywheel-pipeline/mlflow-username",
+        "flywheel-pipeline/mlflow-password",
+        "flywheel-pipeline/label-studio-token",
+    }
     for key, value in first.items():
         assert len(value) >= 20 and value.lower() not in checks.WEAK_SECRETS, key
         assert second[key] != value, f"{key} is fixed"
