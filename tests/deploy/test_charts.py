@@ -151,7 +151,7 @@ def test_every_service_has_a_helm_test(dev):
     assert tests == {
         "postgres-test",
         "redis-test",
-        "minio-test",
+        "seaweedfs-test",
         "mlflow-test",
         "label-studio-test",
         "feast-test",
@@ -192,7 +192,7 @@ def test_bundled_datastores(dev):
     assert {s["metadata"]["name"] for s in dev.of_kind("StatefulSet")} == {
         "postgres",
         "redis",
-        "minio",
+        "seaweedfs",
     }
     assert {s["metadata"]["name"] for s in dev.of_kind("Secret")} == {
         "flywheel-postgres",
@@ -203,6 +203,7 @@ def test_bundled_datastores(dev):
         "flywheel-mlflow-users",
         "flywheel-postgres-roles",
         "flywheel-pipeline",
+        "flywheel-seaweedfs-config",
     }
 
 
@@ -273,7 +274,11 @@ def test_secrets_kept_on_upgrade_through_lookup():
         ({"serving": {"canaryTrafficPercent": 150}}, "canaryTrafficPercent"),
         ({"postgres": {"enabled": False}}, "existingSecret"),
         (
-            {"minio": {"enabled": False}, "global": {"s3": {"endpoint": "https://s3.example"}}},
+            {
+                "minio": {"enabled": False},
+                "seaweedfs": {"enabled": False},
+                "global": {"s3": {"endpoint": "https://s3.example"}},
+            },
             "existingSecret",
         ),
     ],

@@ -160,9 +160,8 @@ def test_images_by_digest(dev):
             "global": {"requireImageDigests": True, "image": {"digest": digest}},
             **{
                 chart: {"image": {"digest": digest}}
-                for chart in ("labelstudio", "postgres", "redis", "minio")
+                for chart in ("labelstudio", "postgres", "redis", "seaweedfs")
             },
-            "minio": {"image": {"digest": digest}, "mcImage": {"digest": digest}},
         },
     )
     result = checks.images(pinned, "pinned")

@@ -1,6 +1,7 @@
 """Postgres backups in the object store, and restoring one.
 
     python -m flywheel.deploy.backup upload DIR     the backup CronJob's second step
+    python -m flywheel.deploy.backup bucket         the bucket, versioned (S3 setup Job)
     flywheel restore --list                         the backups, newest first
     flywheel restore [--backup STAMP] [--database NAME ...] --yes
 
@@ -160,10 +161,32 @@ def restore(
     return Backup(chosen.stamp, {d: chosen.databases[d] for d in wanted})
 
 
+def ensure_bucket(bucket: str | None = None) -> bool:
+    """Create the bucket if missing and turn on versioning; False when the server refuses
+    versioning (said on stderr: the data is still stored, without old versions)."""
+    from botocore.exceptions import ClientError
+
+    bucket, s3 = _bucket(bucket), _s3()
+    try:
+        s3.head_bucket(Bucket=bucket)
+    except ClientError:
+        s3.create_bucket(Bucket=bucket)
+    try:
+        s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    except ClientError as exc:
+        print(f"bucket {bucket}: versioning not enabled ({exc})", file=sys.stderr)
+        return False
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
+    if args == ["bucket"]:
+        versioned = ensure_bucket()
+        print(f"bucket {_bucket(None)} ready ({'versioned' if versioned else 'not versioned'})")
+        return 0
     if len(args) != 2 or args[0] != "upload":
-        print("usage: python -m flywheel.deploy.backup upload DIR", file=sys.stderr)
+        print("usage: python -m flywheel.deploy.backup upload DIR | bucket", file=sys.stderr)
         return 2
     done = upload(Path(args[1]))
     print(f"backup {done.stamp}: {', '.join(sorted(done.databases))}")

@@ -61,6 +61,7 @@ EXTERNAL_DATASTORES = {
     "postgres": {"enabled": False},
     "redis": {"enabled": False},
     "minio": {"enabled": False},
+    "seaweedfs": {"enabled": False},
     "global": {
         "postgres": {"host": "postgres.db.example.internal", "existingSecret": "external-postgres"},
         "redis": {"host": "redis.db.example.internal", "existingSecret": "external-redis"},

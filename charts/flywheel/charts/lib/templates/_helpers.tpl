@@ -71,7 +71,7 @@ generate. Args: ctx, name (Secret), key, length.
 {{- define "flywheel.postgres.secret" -}}{{ .Values.global.postgres.existingSecret | default "flywheel-postgres" }}{{- end }}
 {{- define "flywheel.redis.host" -}}{{ .Values.global.redis.host | default "redis" }}{{- end }}
 {{- define "flywheel.redis.secret" -}}{{ .Values.global.redis.existingSecret | default "flywheel-redis" }}{{- end }}
-{{- define "flywheel.s3.endpoint" -}}{{ .Values.global.s3.endpoint | default (printf "http://minio.%s.svc.cluster.local:9000" .Release.Namespace) }}{{- end }}
+{{- define "flywheel.s3.endpoint" -}}{{ .Values.global.s3.endpoint | default (printf "http://%s.%s.svc.cluster.local:9000" (.Values.global.s3.service | default "seaweedfs") .Release.Namespace) }}{{- end }}
 {{- define "flywheel.s3.secret" -}}{{ .Values.global.s3.existingSecret | default "flywheel-s3" }}{{- end }}
 {{- define "flywheel.mlflow.url" -}}http://mlflow.{{ .Release.Namespace }}.svc.cluster.local:5000{{- end }}
 {{- define "flywheel.labelstudio.url" -}}http://label-studio.{{ .Release.Namespace }}.svc.cluster.local:8080{{- end }}
