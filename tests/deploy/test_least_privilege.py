@@ -206,3 +206,24 @@ def test_kept_volume_without_its_secret_fails_the_install(tmp_path):
     ):
         render_values({"secret": {}}, chart_dir=chart)
     assert "flywheel.keptVolumeCheck" in (CHART_DIR / "templates/preinstall-check.yaml").read_text()
+
+
+def test_optional_ingress_behind_oauth2_proxy():
+    off = render("dev")
+    assert not off.of_kind("Ingress") and "oauth2-proxy" not in str(off.of_kind("Deployment"))
+    on = render("dev", checks.INGRESS)
+    ls = on.get("Ingress", "label-studio")
+    notes = ls["metadata"]["annotations"]
+    assert notes["cert-manager.io/cluster-issuer"] == "letsencrypt"
+    assert notes["nginx.ingress.kubernetes.io/auth-url"].endswith("/oauth2/auth")
+    assert ls["spec"]["tls"][0]["hosts"] == ["label.example.org"]
+    for check in (checks.perimeter, checks.security, checks.validate_core):
+        result = check(on, "dev+ingress")
+        assert result.status == "pass", (result.name, result.detail)
+
+
+def test_ingress_without_its_oidc_settings_is_a_schema_error():
+    from flywheel.deploy.render import ValuesError
+
+    with pytest.raises(ValuesError, match="oidcIssuerUrl|hosts"):
+        render("dev", {"ingress": {"enabled": True}})

@@ -69,12 +69,29 @@ EXTERNAL_DATASTORES = {
     },
 }
 
+# The optional way in (off by default), as a user would turn it on.
+INGRESS = {
+    "ingress": {
+        "enabled": True,
+        "hosts": {"labelStudio": "label.example.org", "mlflow": "mlflow.example.org"},
+        "oauth2Proxy": {
+            "oidcIssuerUrl": "https://login.example.org/realms/glam",
+            "clientId": "flywheel",
+            "existingSecret": "flywheel-oauth2-proxy",
+            "emailDomains": ["example.org"],
+        },
+    },
+    "labelstudio": {"extraAllowedHosts": ["label.example.org"]},
+    "mlflow": {"extraAllowedHosts": ["mlflow.example.org"]},
+}
+
 # What `make deploy DRY_RUN=1` renders and checks: every profile, bundled and external
 # datastores, and a one-off TrainJob so its CRD validation runs too.
 VARIANTS: dict[str, tuple[str, dict]] = {
     "dev": ("dev", {}),
     "gpu": ("gpu", {}),
     "dev+external": ("dev", EXTERNAL_DATASTORES),
+    "dev+ingress": ("dev", INGRESS),
     "gpu+external+trainjob": (
         "gpu",
         deep_merge(EXTERNAL_DATASTORES, {"training": {"job": {"enabled": True}}}),
