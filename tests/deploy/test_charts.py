@@ -235,7 +235,7 @@ def test_external_datastores(external):
 def test_secrets_generated_not_fixed(dev):
     again = render("dev")
     first, second = checks.secret_values(dev), checks.secret_values(again)
-    assert first.keys() == second.keys() and len(first) == 17
+    assert first.keys() == second.keys() and len(first) == 20
     # one value per key; only the pipeline Secret is also in kubeflow, with the same values
     copies = checks.secret_copies(dev)
     assert all(len(set(v)) == 1 for v in copies.values()), copies.keys()
