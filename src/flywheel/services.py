@@ -123,6 +123,7 @@ def _mlflow_auth(s: Settings, data: Path) -> dict:
         "env": {
             "MLFLOW_AUTH_CONFIG_PATH": str(ini),
             "MLFLOW_AUTH_ADMIN_PASSWORD": s.secret("mlflow_admin_password"),
+            "MLFLOW_FLASK_SERVER_SECRET_KEY": s.secret("mlflow_flask_secret_key"),  # CSRF
         },
         "prepare": prepare,
     }
