@@ -8,6 +8,10 @@ LSVENV  := .venv-labelstudio
 BIN     := $(VENV)/bin
 TORCH   := torch==2.13.0
 PYTEST_ARGS ?=
+# CRD files for the offline checks of custom resources: `make crds` fetches them into
+# build/crds; a checkout with ../shared/crds beside it (CI) uses those.
+CRDS_DIR ?= $(if $(wildcard ../shared/crds/*.yaml),../shared/crds,build/crds)
+export FLYWHEEL_CRDS_DIR ?= $(abspath $(CRDS_DIR))
 DRY_RUN ?=
 
 .PHONY: help setup up down status logs demo test test-fast lint format pipelines bench \

@@ -30,17 +30,23 @@ from components import (
 )
 from flywheel import names
 
+# Secret name -> {key: env var}: the only Secret a task reads, the pipeline identity's (the
+# only one in the pipelines' namespace); every key, as the variable of the same name.
+SECRET_ENV = {names.SECRET: {key: key for key in names.SECRET_KEYS}}
+
 
 def _configure(task: dsl.PipelineTask, cluster: bool) -> dsl.PipelineTask:
-    """On the cluster, the task's settings are the platform ConfigMap and Secret, by
-    reference (every key, as the variable of the same name): nothing from this machine."""
+    """On the cluster, the task's settings are the platform ConfigMap and the pipeline
+    identity's Secret, by reference (every key, as the variable of the same name): nothing
+    from this machine, and no credential but the pipeline's own."""
     if cluster:
         kubernetes.use_config_map_as_env(
             task, config_map_name=names.CONFIG_MAP, config_map_key_to_env=_same(names.CONFIG_KEYS)
         )
-        kubernetes.use_secret_as_env(
-            task, secret_name=names.SECRET, secret_key_to_env=_same(names.SECRET_KEYS)
-        )
+        for secret_name, key_to_env in SECRET_ENV.items():
+            kubernetes.use_secret_as_env(
+                task, secret_name=secret_name, secret_key_to_env=key_to_env
+            )
     return task
 
 

@@ -184,6 +184,7 @@ GROUPS = [
     ("flywheel.deploy.cli", "crds_app", "crds"),
     ("flywheel.monitoring.cli", "app", "monitor"),
     ("flywheel.monitoring.cli", "report", "report"),
+    ("flywheel.deploy.cli", "restore", "restore"),
 ]
 
 for _module, _attr, _name in GROUPS:
@@ -201,6 +202,10 @@ for _module, _attr, _name in GROUPS:
 
 def main() -> None:
     try:
+        if "--help" not in sys.argv:  # a dev box opened beyond loopback: log in to MLflow
+            import os
+
+            os.environ.update(services.mlflow_client_env(get_settings()))
         code = app(standalone_mode=False)  # click returns typer.Exit's code here
         if isinstance(code, int) and code:
             sys.exit(code)

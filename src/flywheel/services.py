@@ -34,6 +34,7 @@ from pathlib import Path
 
 from flywheel import supervised
 from flywheel.errors import ServiceError
+from flywheel.private import ensure_home, write_private
 from flywheel.settings import Settings, env_name
 
 BIN = Path(sys.executable).parent
@@ -60,6 +61,7 @@ class Service:
 
 def _mlflow(s: Settings) -> Service:
     data = s.data_dir / "mlflow"
+    auth = _mlflow_auth(s, data)
     return Service(
         name="mlflow",
         description="MLflow tracking server and model registry",
@@ -76,12 +78,66 @@ def _mlflow(s: Settings) -> Service:
             s.host,
             "--port",
             str(s.mlflow_port),
+            *auth["args"],
         ],
         port=s.mlflow_port,
         port_setting="mlflow_port",
-        env={"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true"},
-        prepare=lambda: data.mkdir(parents=True, exist_ok=True),
+        env={
+            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+            "MLFLOW_DISABLE_TELEMETRY": "true",
+            **auth["env"],
+        },
+        prepare=auth["prepare"],
     )
+
+
+MLFLOW_ADMIN = "flywheel-admin"
+
+
+def mlflow_client_env(s: Settings) -> dict[str, str]:
+    """MLFLOW_TRACKING_USERNAME/PASSWORD when the dev-box MLflow requires a login
+    (FLYWHEEL_ALLOW_REMOTE=true), else nothing."""
+    if not s.allow_remote or s.mode != "local":
+        return {}
+    return {
+        "MLFLOW_TRACKING_USERNAME": MLFLOW_ADMIN,
+        "MLFLOW_TRACKING_PASSWORD": s.secret("mlflow_admin_password"),
+    }
+
+
+def _mlflow_auth(s: Settings, data: Path) -> dict:
+    """MLflow's basic-auth app for a dev box opened beyond loopback; nothing otherwise."""
+
+    def prepare_plain() -> None:
+        data.mkdir(parents=True, exist_ok=True)
+
+    if not (s.allow_remote and s.mode == "local"):
+        return {"args": [], "env": {}, "prepare": prepare_plain}
+    from flywheel.private import write_private
+
+    ini = s.run_dir / "mlflow_auth.ini"
+
+    def prepare() -> None:
+        prepare_plain()
+        write_private(
+            ini,
+            "[mlflow]\n"
+            "default_permission = NO_PERMISSIONS\n"
+            f"database_uri = sqlite:///{data / 'basic_auth.db'}\n"
+            f"admin_username = {MLFLOW_ADMIN}\n"
+            "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+            "grant_default_workspace_access = false\n",
+        )
+
+    return {
+        "args": ["--app-name", "basic-auth"],
+        "env": {
+            "MLFLOW_AUTH_CONFIG_PATH": str(ini),
+            "MLFLOW_AUTH_ADMIN_PASSWORD": s.secret("mlflow_admin_password"),
+            "MLFLOW_FLASK_SERVER_SECRET_KEY": s.secret("mlflow_flask_secret_key"),  # CSRF
+        },
+        "prepare": prepare,
+    }
 
 
 def _label_studio(s: Settings) -> Service:
@@ -111,7 +167,9 @@ def _label_studio(s: Settings) -> Service:
             "LABEL_STUDIO_USER_TOKEN": s.ls_token,
             "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",
             "LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED": "true",
-            "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT": str(s.data_dir),
+            "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT": str(s.items_dir),  # images only
+            "LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK": "true",  # accounts by invite only
+            "LABEL_STUDIO_ALLOWED_HOSTS": f"{s.host},localhost,127.0.0.1",
             # Webhooks to the loopback trigger service: on the dev box only loopback is
             # allowed; every other private range stays banned.
             "USE_DEFAULT_BANNED_SUBNETS": "false",
@@ -121,7 +179,7 @@ def _label_studio(s: Settings) -> Service:
             "LATEST_VERSION_CHECK": "false",
             "COLLECT_ANALYTICS": "false",
         },
-        prepare=lambda: data.mkdir(parents=True, exist_ok=True),
+        prepare=lambda: (data.mkdir(parents=True, exist_ok=True), s.items_dir.mkdir(exist_ok=True)),
     )
 
 
@@ -213,6 +271,7 @@ class Supervisor:
             "[supervisord]",
             f"logfile={self.settings.log_dir / 'supervisord.log'}",
             f"pidfile={self.run_dir / 'supervisord.pid'}",
+            "umask=077",  # every service's files: owner only
             f"directory={Path.cwd()}",
             "logfile_maxbytes=5MB",
             "logfile_backups=1",
@@ -290,15 +349,16 @@ class Supervisor:
 
     def ensure(self, services: list[Service]) -> None:
         """Write the config and make supervisord run it (starting no program)."""
+        ensure_home(self.settings.home)
         for d in (self.run_dir, self.settings.log_dir, self.settings.data_dir):
             d.mkdir(parents=True, exist_ok=True)
         text = self.render(services)
         changed = not self.conf.exists() or self.conf.read_text() != text
         if changed:
-            self.conf.write_text(text)
-            self.conf.chmod(0o600)  # it holds the Label Studio token
+            write_private(self.conf, text)  # it holds the Label Studio token: 0600, atomic
         if not self.running():
             env = {k: v for k, v in os.environ.items() if k not in SCRUBBED_ENV}
+            env.update(mlflow_client_env(self.settings))
             subprocess.run(
                 [sys.executable, "-m", "supervisor.supervisord", "-c", str(self.conf)],
                 env=env,

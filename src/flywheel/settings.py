@@ -6,8 +6,9 @@ working directory, then the defaults below, which are the embedded dev-box defau
 (`.flywheel/` for all data, services on 127.0.0.1). `.env.example` documents each one.
 
 Secrets (the Label Studio admin password and API token) are never fixed in code: when
-not set they are generated once and kept under `<home>/secrets/` (mode 0600), so a
-restart keeps the same ones.
+not set they are generated once and kept under `<home>/secrets/` (mode 0600, written
+atomically: flywheel.private), so a restart keeps the same ones. The dev-box services bind
+loopback only unless FLYWHEEL_ALLOW_REMOTE=true.
 """
 
 from __future__ import annotations
@@ -39,6 +40,11 @@ class Settings(BaseSettings):
     mode: Literal["local", "cluster"] = "local"
     home: Path = Field(Path(".flywheel"), description="All dev-box data lives here.")
     host: str = Field("127.0.0.1", description="Interface the dev-box services bind to.")
+    allow_remote: bool = Field(
+        False,
+        description="Let dev-box services bind a non-loopback FLYWHEEL_HOST (MLflow then "
+        "runs its basic-auth app).",
+    )
 
     # --- MLflow: tracking server and model registry ---------------------------------
     mlflow_port: Port = Field(5000, ge=1, le=65535)
@@ -179,6 +185,12 @@ class Settings(BaseSettings):
     champion_poll_s: float = Field(
         10.0, ge=0, description="How often the predictor checks the champion alias (0: never)."
     )
+    max_request_bytes: int = Field(
+        32 << 20, ge=1024, description="Largest request body a model server accepts (413)."
+    )
+    max_image_pixels: int = Field(
+        40_000_000, ge=1, description="Largest inline image (pixels, all frames) served (400)."
+    )
 
     # --- the loop: Kubeflow pipelines ------------------------------------------------------------
     image: str = Field(names.IMAGE, description="Platform image (repo:tag or repo@sha256:...).")
@@ -245,6 +257,18 @@ class Settings(BaseSettings):
         5, ge=0, description="Failed starts in a row (1 s, 2 s, ... apart) before `fatal`."
     )
 
+    @field_validator("allow_remote")
+    @classmethod
+    def _loopback_unless_allowed(cls, allow: bool, info) -> bool:
+        host, mode = info.data.get("host"), info.data.get("mode")
+        if mode == "local" and host and not allow and not is_loopback(host):
+            raise ValueError(
+                f"FLYWHEEL_HOST={host} would open the dev-box services (MLflow, Label Studio, "
+                "the model servers) beyond this machine; use 127.0.0.1, or set "
+                "FLYWHEEL_ALLOW_REMOTE=true to accept it (MLflow then requires a login)"
+            )
+        return allow
+
     @field_validator("home", "feature_repo", "label_studio_venv", "crds_dir")
     @classmethod
     def _absolute(cls, value: Path) -> Path:
@@ -280,6 +304,11 @@ class Settings(BaseSettings):
         return self.data_dir / "catalogue.parquet"
 
     @property
+    def items_dir(self) -> Path:
+        """Item images, one folder per collection: all that Label Studio may serve."""
+        return self.data_dir / "items"
+
+    @property
     def snapshot_dir(self) -> Path:
         """Label snapshots (parquet), one file per snapshot id."""
         return self.data_dir / "snapshots"
@@ -288,13 +317,13 @@ class Settings(BaseSettings):
         """Return `value` if set, else the secret stored under home/secrets, made once."""
         if value is not None:
             return value.get_secret_value()
+        from flywheel.private import create_private, ensure_home
+
         path = self.home / "secrets" / name
         if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.parent.chmod(0o700)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as fh:
-                fh.write(secrets.token_hex(nbytes)[:40])
+            ensure_home(self.home)
+            ensure_home(path.parent)
+            create_private(path, secrets.token_hex(nbytes)[:40])  # atomic, 0600 from birth
         return path.read_text().strip()
 
     def to_env(self, base: bool = False) -> dict[str, str]:
@@ -324,6 +353,18 @@ class Settings(BaseSettings):
     @property
     def ls_password(self) -> str:
         return self.secret("label_studio_password", self.label_studio_password)
+
+
+def is_loopback(host: str) -> bool:
+    """True for localhost and loopback addresses (127.0.0.0/8, ::1)."""
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _env_text(value) -> str:

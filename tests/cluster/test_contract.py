@@ -53,9 +53,10 @@ def url_problems(settings: Settings, rendered, where: str) -> list[str]:
     known = services(rendered)
     problems = []
     targets = {f: getattr(settings, f) for f in URL_FIELDS}
-    registry = urlsplit(settings.feast_registry_url or "")
-    targets["feast_registry_url"] = f"//{registry.hostname}:{registry.port}"
-    targets["feast_redis_url"] = "//" + settings.feast_redis_url.split(",")[0]
+    if settings.feast_registry_url:  # identities that use Feast (not training)
+        registry = urlsplit(settings.feast_registry_url)
+        targets["feast_registry_url"] = f"//{registry.hostname}:{registry.port}"
+        targets["feast_redis_url"] = "//" + settings.feast_redis_url.split(",")[0]
     for field, url in targets.items():
         parts = urlsplit(url or "")
         if parts.hostname not in known or parts.port not in known[parts.hostname]:
@@ -80,20 +81,27 @@ def test_every_workload_takes_settings_by_reference_and_builds_cluster_settings(
         "flywheel.transformer",
     }
     assert expected | {"flywheel-torch.node"} <= runs, runs
+    identities = checks.mlflow_identities(rendered)
+    workload_secrets = {names.identity_secret(i) for i in identities} - {names.SECRET}
+    ls_token = secret(rendered, "flywheel-label-studio")["token"]
     problems = []
     for where, c in workloads:
         if "mlflow" in where:  # the MLflow server: a datastore service, not a flywheel process
             continue
+        if where.startswith("CronJob/db-backup/"):  # the backup: superuser + S3, nothing else
+            continue
         refs = [next(iter(ref.values()))["name"] for ref in c.get("envFrom", [])]
-        if refs != [names.CONFIG_MAP, names.SECRET]:
-            problems.append(f"{where}: envFrom {refs}, not the platform ConfigMap and Secret")
+        # the platform ConfigMap and its own identity's Secret (never the pipeline's)
+        if refs[:1] != [names.CONFIG_MAP] or len(refs) != 2 or refs[1] not in workload_secrets:
+            problems.append(f"{where}: envFrom {refs}, not the ConfigMap and an identity Secret")
         literal = [e["name"] for e in c.get("env", []) if e["name"].startswith("FLYWHEEL_")]
         if set(literal) - {"FLYWHEEL_HOME"}:  # a pod's own volume path is its own
             problems.append(f"{where}: settings given literally: {literal}")
-        settings = pod_settings(container_env(rendered, c))
+        env = container_env(rendered, c)
+        settings = pod_settings(env)
         assert settings.mode == "cluster", where
         assert settings.namespace == NAMESPACE and settings.image == names.IMAGE, where
-        assert settings.ls_token == secret(rendered, names.SECRET)["FLYWHEEL_LABEL_STUDIO_TOKEN"]
+        assert env.get("FLYWHEEL_LABEL_STUDIO_TOKEN", ls_token) == ls_token, where
         problems += url_problems(settings, rendered, where)
     assert not problems, "\n".join(problems)
 
@@ -102,7 +110,9 @@ def test_platform_config_map_and_secret_hold_exactly_the_named_keys(rendered):
     for ns in (NAMESPACE, PIPELINE_NAMESPACE):
         assert set(config_map(rendered, names.CONFIG_MAP, ns)) == set(names.CONFIG_KEYS)
         assert set(secret(rendered, names.SECRET, ns)) == set(names.SECRET_KEYS)
-    # the same values in both namespaces (the copy in kubeflow is for the pipeline tasks)
+    # the same values in both namespaces (the copy in kubeflow is for the pipeline tasks);
+    # the pipeline identity's own MLflow login, not the admin
+    assert secret(rendered, names.SECRET)["MLFLOW_TRACKING_USERNAME"] == "flywheel-pipeline"
     assert secret(rendered, names.SECRET, NAMESPACE) == secret(
         rendered, names.SECRET, PIPELINE_NAMESPACE
     )

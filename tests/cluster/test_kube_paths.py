@@ -113,9 +113,10 @@ def test_trainjob_has_platform_image_runtime_gpus_and_credentials_by_reference(t
         data = r.get("ConfigMap", names.CONFIG_MAP)["data"]
         assert str(limits.get(data["FLYWHEEL_TRAIN_ACCELERATOR"], 0)) == data["FLYWHEEL_TRAIN_GPUS"]
         assert str(rt["spec"]["mlPolicy"]["numNodes"]) == data["FLYWHEEL_TRAIN_NUM_NODES"]
-    platform = secret(dev, names.SECRET)
-    assert env["MLFLOW_TRACKING_PASSWORD"] == platform["MLFLOW_TRACKING_PASSWORD"]
-    assert env["MLFLOW_TRACKING_USERNAME"] and env["FLYWHEEL_MODE"] == "cluster"
+    # its own identity (EDIT), not the pipeline's or the admin: the S3 keys for state
+    assert env["MLFLOW_TRACKING_PASSWORD"] == secret(dev, names.MLFLOW_USERS)["training"]
+    assert env["MLFLOW_TRACKING_USERNAME"] == "flywheel-training"
+    assert env["FLYWHEEL_MODE"] == "cluster" and env["AWS_ACCESS_KEY_ID"]
     assert env["FLYWHEEL_MLFLOW_TRACKING_URI"].startswith("http://mlflow.")
 
 

@@ -8,6 +8,7 @@ import copy
 
 import pytest
 
+from flywheel import names
 from flywheel.deploy import checks
 from flywheel.deploy.env import container_env, secret
 from flywheel.deploy.render import ValuesError, profile_values, profiles, render
@@ -121,9 +122,10 @@ def test_feast_server_and_materialization(dev):
     assert c["command"][:2] == ["feast", "serve"]
     env = container_env(dev, c)
     assert env["FEAST_FS_YAML_FILE_PATH"].endswith("feature_store.cluster.yaml")
-    password = secret(dev, "flywheel-postgres")["password"]
+    password = secret(dev, names.POSTGRES_ROLES)["feast"]  # its own role, not the superuser
     assert env["FLYWHEEL_FEAST_REGISTRY_URL"] == (
-        f"postgresql+psycopg://flywheel:{password}@postgres.flywheel.svc.cluster.local:5432/feast"
+        f"postgresql+psycopg://flywheel_feast:{password}"
+        "@postgres.flywheel.svc.cluster.local:5432/feast"
     )
     assert env["FLYWHEEL_FEAST_OFFLINE_URI"].startswith("s3://")
     cron = dev.get("CronJob", "feast-materialize")
@@ -155,7 +157,7 @@ def test_every_service_has_a_helm_test(dev):
     assert tests == {
         "postgres-test",
         "redis-test",
-        "minio-test",
+        "seaweedfs-test",
         "mlflow-test",
         "label-studio-test",
         "feast-test",
@@ -196,7 +198,7 @@ def test_bundled_datastores(dev):
     assert {s["metadata"]["name"] for s in dev.of_kind("StatefulSet")} == {
         "postgres",
         "redis",
-        "minio",
+        "seaweedfs",
     }
     assert {s["metadata"]["name"] for s in dev.of_kind("Secret")} == {
         "flywheel-postgres",
@@ -204,7 +206,13 @@ def test_bundled_datastores(dev):
         "flywheel-s3",
         "flywheel-mlflow-auth",
         "flywheel-label-studio",
-        "flywheel-platform",
+        "flywheel-mlflow-users",
+        "flywheel-postgres-roles",
+        "flywheel-pipeline",
+        "flywheel-seaweedfs-config",
+        "flywheel-reader",  # the identities' Secrets (envFrom)
+        "flywheel-serving",
+        "flywheel-training",
     }
 
 
@@ -213,12 +221,20 @@ def test_external_datastores(external):
     assert {s["metadata"]["name"] for s in external.of_kind("Secret")} == {
         "flywheel-mlflow-auth",
         "flywheel-label-studio",
-        "flywheel-platform",
+        "flywheel-mlflow-users",
+        "flywheel-postgres-roles",  # the services' own roles, made by db-init as the admin
+        "flywheel-pipeline",
+        "flywheel-reader",  # the identities' Secrets (envFrom)
+        "flywheel-serving",
+        "flywheel-training",
     }
     (c,) = containers(external, "Deployment", "mlflow")
     env = env_of(c)
     assert env["PGHOST"] == "postgres.db.example.internal"
-    assert env["PGPASSWORD"]["secretKeyRef"]["name"] == "external-postgres"
+    assert env["PGUSER"] == "flywheel_mlflow"
+    assert env["PGPASSWORD"]["secretKeyRef"] == {"name": "flywheel-postgres-roles", "key": "mlflow"}
+    (init,) = containers(external, "Job", "db-init")
+    assert env_of(init)["PGPASSWORD"]["secretKeyRef"]["name"] == "external-postgres"
     assert env["AWS_ENDPOINT_URL"] == "https://s3.example.internal"
     assert env["AWS_SECRET_ACCESS_KEY"]["secretKeyRef"]["name"] == "external-s3"
     (f,) = containers(external, "Deployment", "feast")
@@ -232,10 +248,13 @@ def test_external_datastores(external):
 def test_secrets_generated_not_fixed(dev):
     again = render("dev")
     first, second = checks.secret_values(dev), checks.secret_values(again)
-    assert first.keys() == second.keys() and len(first) == 8 + 6  # + the platform Secret
-    # one value per key, the same in every namespace it is copied to (kubeflow: pipelines)
+    assert first.keys() == second.keys() and len(first) == 20 + 18  # + identities' Secrets
+    # one value per key; only the pipeline Secret is also in kubeflow, with the same values
     copies = checks.secret_copies(dev)
-    assert all(len(v) == 2 and len(set(v)) == 1 for v in copies.values()), copies.keys()
+    assert all(len(set(v)) == 1 for v in copies.values()), copies.keys()
+    assert {k for k, v in copies.items() if len(v) == 2} == {
+        f"{names.SECRET}/{key}" for key in names.SECRET_KEYS
+    }
     for key, value in first.items():
         assert len(value) >= 20 and value.lower() not in checks.WEAK_SECRETS, key
         assert second[key] != value, f"{key} is fixed"
@@ -266,7 +285,11 @@ def test_secrets_kept_on_upgrade_through_lookup():
         ({"serving": {"canaryTrafficPercent": 150}}, "canaryTrafficPercent"),
         ({"postgres": {"enabled": False}}, "existingSecret"),
         (
-            {"minio": {"enabled": False}, "global": {"s3": {"endpoint": "https://s3.example"}}},
+            {
+                "minio": {"enabled": False},
+                "seaweedfs": {"enabled": False},
+                "global": {"s3": {"endpoint": "https://s3.example"}},
+            },
             "existingSecret",
         ),
     ],

@@ -75,6 +75,12 @@ def test_image_values():
     }
     assert image_values("ghcr.io/x/flywheel:1.2")["global"]["image"]["tag"] == "1.2"
     assert image_values(None) == {}
+    digest = "sha256:" + "0f" * 32
+    assert image_values(f"ghcr.io/x/flywheel:1.2@{digest}")["global"]["image"] == {
+        "repository": "ghcr.io/x/flywheel",
+        "tag": "1.2",
+        "digest": digest,
+    }
 
 
 def test_undeploy_without_a_cluster_is_a_clear_error(tmp_path, monkeypatch):

@@ -26,7 +26,7 @@ def loop(stack):
     """A project, model and home of their own, under the stack's Label Studio file root."""
     settings = stack.model_copy(
         update={
-            "home": stack.data_dir / "loop-home",
+            "home": stack.items_dir / "loop-home",  # LS serves files under items only
             "label_studio_project": "loop-e2e",
             "label_studio_token": SecretStr(stack.ls_token),
             "model_name": "loop-e2e-model",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import yaml
 
+from flywheel import names
 from flywheel.settings import load
 from pipelines.drift import compile_drift
 
@@ -17,7 +18,7 @@ def test_drift_pipeline_compiles(tmp_path):
     [task] = spec["root"]["dag"]["tasks"].values()
     assert task["cachingOptions"] == {} or not task["cachingOptions"].get("enableCache")
     [executor] = spec["deploymentSpec"]["executors"].values()
-    assert executor["container"]["image"] == settings.image
+    assert executor["container"]["image"] == names.IMAGE
     outputs = spec["components"]["comp-monitor-drift"]["outputDefinitions"]
     assert outputs["artifacts"]["report"]["artifactType"]["schemaTitle"] == "system.HTML"
     assert set(outputs["parameters"]) == {"drift_found", "tagged"}

@@ -141,7 +141,7 @@ def wait_for_version(
 ) -> None:
     """Until the predictor serves `version` (asking it to reload when `reload`)."""
     deadline = time.monotonic() + timeout
-    with httpx.Client(timeout=30) as http:
+    with httpx.Client(timeout=120) as http:  # a first load imports a lot on a busy box
         while True:
             if reload:
                 http.post(f"{state.predictor}/v2/repository/models/{MODEL}/load", timeout=180)

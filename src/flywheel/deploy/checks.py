@@ -23,6 +23,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from flywheel import names
 from flywheel.crds import MissingCRDs, validate_custom_resource
 from flywheel.deploy.render import CHART_DIR, Rendered, deep_merge, profile_values, render_values
 from flywheel.errors import InputError
@@ -36,6 +37,7 @@ CUSTOM_GROUPS = {"serving.kserve.io", "trainer.kubeflow.org", "feast.dev"}
 # Containers allowed a writable root filesystem, and why.
 WRITABLE_ROOT = {
     "label-studio": "the upstream image writes static files and caches into its own tree",
+    "label-studio-migrate": "the same Label Studio image, running its migrations",
 }
 
 WEAK_SECRETS = {
@@ -60,11 +62,28 @@ EXTERNAL_DATASTORES = {
     "postgres": {"enabled": False},
     "redis": {"enabled": False},
     "minio": {"enabled": False},
+    "seaweedfs": {"enabled": False},
     "global": {
         "postgres": {"host": "postgres.db.example.internal", "existingSecret": "external-postgres"},
         "redis": {"host": "redis.db.example.internal", "existingSecret": "external-redis"},
         "s3": {"endpoint": "https://s3.example.internal", "existingSecret": "external-s3"},
     },
+}
+
+# The optional way in (off by default), as a user would turn it on.
+INGRESS = {
+    "ingress": {
+        "enabled": True,
+        "hosts": {"labelStudio": "label.example.org", "mlflow": "mlflow.example.org"},
+        "oauth2Proxy": {
+            "oidcIssuerUrl": "https://login.example.org/realms/glam",
+            "clientId": "flywheel",
+            "existingSecret": "flywheel-oauth2-proxy",
+            "emailDomains": ["example.org"],
+        },
+    },
+    "labelstudio": {"extraAllowedHosts": ["label.example.org"]},
+    "mlflow": {"extraAllowedHosts": ["mlflow.example.org"]},
 }
 
 # What `make deploy DRY_RUN=1` renders and checks: every profile, bundled and external
@@ -73,6 +92,7 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "dev": ("dev", {}),
     "gpu": ("gpu", {}),
     "dev+external": ("dev", EXTERNAL_DATASTORES),
+    "dev+ingress": ("dev", INGRESS),
     "gpu+external+trainjob": (
         "gpu",
         deep_merge(EXTERNAL_DATASTORES, {"training": {"job": {"enabled": True}}}),
@@ -272,8 +292,8 @@ def secret_values(rendered: Rendered) -> dict[str, str]:
     return values
 
 
-NOT_SECRET_KEYS = {"username"}
-# What the platform Secret holds, rendered offline, for a value of an existingSecret
+NOT_SECRET_KEYS = {"username", "mlflow-username", "MLFLOW_TRACKING_USERNAME"}
+# What an identity's Secret holds, rendered offline, for a value of an existingSecret
 # (charts/flywheel/charts/lib/templates/_helpers.tpl flywheel.platformSecretValue).
 UNREAD_EXISTING = "unread-existingSecret-"
 
@@ -337,6 +357,285 @@ def secrets(first: Rendered, second: Rendered, variant: str) -> Check:
     )
 
 
+# --- least privilege (issue 12) ----------
+
+# Components that only answer: the default deny leaves them DNS and nothing else.
+ANSWER_ONLY = {"postgres", "redis", "minio", "seaweedfs"}
+
+PIPELINE_SECRET = names.SECRET  # the pipeline identity's: the only Secret pipeline tasks read
+PIPELINE_KEYS = set(names.SECRET_KEYS)
+# Superuser / admin credentials: never in the pipeline Secret.
+ADMIN_KEYS = ("flywheel-postgres/", "flywheel-mlflow-auth/", "flywheel-seaweedfs-config/")
+ADMIN_SECRET_USERS = {"Deployment/mlflow", "Job/mlflow-users"}  # who may hold the MLflow admin
+
+
+def _release_namespace(rendered: Rendered) -> str:
+    spaces = {s["metadata"].get("namespace") for s in rendered.of_kind("Secret")}
+    return "flywheel" if "flywheel" in spaces or not spaces else sorted(spaces - {None})[0]
+
+
+def pod_labels(obj: dict) -> list[tuple[str, dict]]:
+    """(where, pod labels) for every pod template an object carries."""
+    kind, spec, name = obj.get("kind"), obj.get("spec") or {}, _ident(obj)
+    if kind in ("Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job"):
+        return [(name, spec["template"].get("metadata", {}).get("labels") or {})]
+    if kind == "CronJob":
+        tpl = spec["jobTemplate"]["spec"]["template"]
+        return [(name, tpl.get("metadata", {}).get("labels") or {})]
+    if kind == "Pod":
+        return [(name, obj.get("metadata", {}).get("labels") or {})]
+    if kind == "InferenceService":
+        return [
+            (f"{name}.{p}", spec[p].get("labels") or {})
+            for p in ("predictor", "transformer")
+            if p in spec
+        ]
+    if kind in ("TrainingRuntime", "ClusterTrainingRuntime"):
+        jobs = spec["template"]["spec"]["replicatedJobs"]
+        return [
+            (
+                f"{name}.{j['name']}",
+                j["template"]["spec"]["template"].get("metadata", {}).get("labels") or {},
+            )
+            for j in jobs
+        ]
+    return []
+
+
+def _peers(policy: dict) -> list[tuple[str, dict]]:
+    out = []
+    for direction, key in (("ingress", "from"), ("egress", "to")):
+        for rule in policy["spec"].get(direction) or []:
+            out += [(direction, peer) for peer in rule.get(key) or []]
+    return out
+
+
+def perimeter(rendered: Rendered, variant: str) -> Check:
+    """Default deny (ingress and egress), DNS for all, an egress policy per component, a
+    policy on the transformer, no whole-namespace peers, the ISVC cluster-local."""
+    name = "perimeter (NetworkPolicy)"
+    if not rendered.values.get("global", {}).get("networkPolicy", {}).get("enabled", True):
+        return Check(
+            variant, name, "fail", "global.networkPolicy.enabled is false: no perimeter at all"
+        )
+    policies = rendered.of_kind("NetworkPolicy")
+    problems = []
+    everyone = [p for p in policies if not p["spec"].get("podSelector")]
+    if not any(
+        {"Ingress", "Egress"} <= set(p["spec"].get("policyTypes") or [])
+        and not p["spec"].get("ingress")
+        and not p["spec"].get("egress")
+        for p in everyone
+    ):
+        problems.append("no default-deny NetworkPolicy (podSelector {}, Ingress and Egress)")
+    if not any(
+        any(
+            port.get("port") == 53
+            for rule in p["spec"].get("egress") or []
+            for port in rule.get("ports") or []
+        )
+        for p in everyone
+    ):
+        problems.append("no egress to DNS (port 53) for every pod")
+    egress_for, ingress_for = set(), set()
+    for pol in policies:
+        selected = (pol["spec"].get("podSelector", {}).get("matchLabels") or {}).get(
+            "app.kubernetes.io/name"
+        )
+        types = set(pol["spec"].get("policyTypes") or [])
+        if "Egress" in types and pol["spec"].get("egress"):
+            egress_for.add(selected)
+        if "Ingress" in types and pol["spec"].get("ingress"):
+            ingress_for.add(selected)
+        for direction, peer in _peers(pol):
+            if "namespaceSelector" in peer and "podSelector" not in peer:
+                problems.append(
+                    f"NetworkPolicy/{pol['metadata']['name']}: {direction} admits a whole "
+                    "namespace (namespaceSelector without podSelector)"
+                )
+            if direction == "ingress" and "ipBlock" in peer:
+                problems.append(f"NetworkPolicy/{pol['metadata']['name']}: ingress by ipBlock")
+    components = set()
+    for obj in rendered.objects:
+        for where, labels in pod_labels(obj):
+            component = labels.get("app.kubernetes.io/name")
+            components.add(component)
+            if component not in egress_for and component not in ANSWER_ONLY:
+                problems.append(f"{where}: no egress NetworkPolicy for its pods ({component})")
+    if "serving-transformer" not in ingress_for:
+        problems.append("no NetworkPolicy selects the transformer pods (serving-transformer)")
+    for isvc in rendered.of_kind("InferenceService"):
+        labels = isvc["metadata"].get("labels") or {}
+        if labels.get("networking.kserve.io/visibility") != "cluster-local":
+            problems.append(
+                f"{_ident(isvc)}: not labelled networking.kserve.io/visibility: cluster-local"
+            )
+    return _result(
+        variant,
+        name,
+        problems,
+        f"default deny, DNS, egress for {len(components)} components, transformer covered, "
+        "no namespace-wide peers, InferenceService cluster-local",
+    )
+
+
+def _secret_refs(node, found: list[str]) -> None:
+    if isinstance(node, dict):
+        ref = node.get("secretKeyRef") or node.get("secretRef")
+        if isinstance(ref, dict) and ref.get("name"):
+            found.append(ref["name"])
+        for v in node.values():
+            _secret_refs(v, found)
+    elif isinstance(node, list):
+        for v in node:
+            _secret_refs(v, found)
+
+
+def mlflow_identities(rendered: Rendered) -> dict[str, str]:
+    """{identity: permission} as the mlflow-users Job will create them."""
+    import json
+
+    for job in rendered.of_kind("Job"):
+        if job["metadata"]["name"] != "mlflow-users":
+            continue
+        for _, pod in pod_specs(job):
+            for c in pod["containers"]:
+                for e in c.get("env") or []:
+                    if e["name"] == "FLYWHEEL_MLFLOW_IDENTITIES":
+                        return json.loads(e["value"])
+    return {}
+
+
+def credentials(rendered: Rendered, variant: str) -> Check:
+    """No credential spill: only the pipeline Secret leaves the release namespace, with only
+    the pipeline's MLflow identity, the Label Studio token, the bucket-scoped S3 keys and
+    the Feast role's URLs (no superuser or admin value); Secrets kept on uninstall; the
+    MLflow admin only in MLflow and its users Job."""
+    home = _release_namespace(rendered)
+    problems, outside = [], 0
+    for sec in rendered.of_kind("Secret"):
+        meta = sec["metadata"]
+        ns, name = meta.get("namespace", home), meta["name"]
+        if (meta.get("annotations") or {}).get("helm.sh/resource-policy") != "keep":
+            problems.append(f"Secret {ns}/{name}: no helm.sh/resource-policy: keep")
+        if ns == home:
+            continue
+        outside += 1
+        keys = set(sec.get("data") or {}) | set(sec.get("stringData") or {})
+        if name != PIPELINE_SECRET:
+            problems.append(f"Secret {name} is copied to namespace {ns}: only {PIPELINE_SECRET}")
+        elif keys - PIPELINE_KEYS:
+            problems.append(f"Secret {ns}/{name} carries {sorted(keys - PIPELINE_KEYS)}")
+    values = secret_copies(rendered)
+    admin = {v for k, vs in values.items() if k.startswith(ADMIN_KEYS) for v in vs if v}
+    for key, copies in values.items():
+        if key.startswith(f"{PIPELINE_SECRET}/") and any(
+            a in v for v in copies for a in admin if len(a) >= 16
+        ):
+            problems.append(f"Secret {key} holds a superuser or admin credential")
+    if outside and any(s["metadata"]["name"] == "minio" for s in rendered.of_kind("StatefulSet")):
+        problems.append(
+            f"the bundled MinIO has only root keys (flywheel-s3), and {PIPELINE_SECRET} would "
+            "carry them to the pipelines' namespace: use seaweedfs (bucket-scoped keys) or an "
+            "external S3 with scoped keys"
+        )
+    identities = mlflow_identities(rendered)
+    if not identities:
+        problems.append("no MLflow identities (Job/mlflow-users FLYWHEEL_MLFLOW_IDENTITIES)")
+    for name in ("serving", "reader"):
+        if identities.get(name, "READ") != "READ":
+            problems.append(f"MLflow identity {name} has {identities[name]}: READ only")
+    managers = sorted(n for n, p in identities.items() if p == "MANAGE")
+    if len(managers) > 1:
+        problems.append(f"MLflow identities {managers} may all move `champion`: one promoter")
+    for pvc in rendered.of_kind("PersistentVolumeClaim"):
+        if (pvc["metadata"].get("annotations") or {}).get("helm.sh/resource-policy") != "keep":
+            problems.append(f"{_ident(pvc)}: no helm.sh/resource-policy: keep")
+    for obj in rendered.objects:
+        refs: list[str] = []
+        _secret_refs(obj.get("spec"), refs)
+        if "flywheel-mlflow-auth" in refs and _ident(obj) not in ADMIN_SECRET_USERS:
+            problems.append(f"{_ident(obj)} uses the MLflow admin (flywheel-mlflow-auth)")
+    return _result(
+        variant,
+        "credentials (no spill, kept)",
+        problems,
+        f"{outside} Secret(s) outside {home}: {PIPELINE_SECRET} only; Secrets and PVCs kept; "
+        "MLflow admin only in MLflow",
+    )
+
+
+LABEL_STUDIO_ENV = {
+    "LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK": "true",
+    "SSRF_PROTECTION_ENABLED": "true",
+    "LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED": "true",
+}
+
+
+def label_studio(rendered: Rendered, variant: str) -> Check:
+    """Label Studio: signup by invite, SSRF protection, local files under one root, hosts."""
+    try:
+        deploy = rendered.get("Deployment", "label-studio")
+    except Exception:  # noqa: BLE001 - not deployed in this variant
+        return Check(variant, "Label Studio hardening", "skip", "no Label Studio Deployment")
+    (container,) = [c for _, pod in pod_specs(deploy) for c in pod["containers"]][:1]
+    env = {e["name"]: e.get("value") for e in container.get("env") or []}
+    problems = [
+        f"env {k} is {env.get(k)!r}, not {v!r}"
+        for k, v in LABEL_STUDIO_ENV.items()
+        if env.get(k) != v
+    ]
+    root = env.get("LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT") or ""
+    if root in ("", "/") or not root.startswith("/"):
+        problems.append(f"LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT is {root!r}: name the images")
+    hosts = env.get("ALLOWED_HOSTS") or ""
+    if not hosts or "*" in hosts.split(","):
+        problems.append(f"ALLOWED_HOSTS is {hosts!r}: name the hosts")
+    if env.get("USE_DEFAULT_BANNED_SUBNETS") == "false" and not env.get(
+        "USER_ADDITIONAL_BANNED_SUBNETS"
+    ):
+        problems.append("default banned subnets off and none banned instead")
+    return _result(
+        variant,
+        "Label Studio hardening",
+        problems,
+        f"signup by invite, SSRF protection, files under {root}, hosts {hosts}",
+    )
+
+
+DIGEST = re.compile(r"@sha256:[a-f0-9]{64}$")
+
+
+def images(rendered: Rendered, variant: str) -> Check:
+    """Third-party images pinned by digest (fail when global.requireImageDigests, else
+    skip naming them); the platform image by digest when global.image.digest is set."""
+    g = rendered.values.get("global") or {}
+    platform = (g.get("image") or {}).get("repository", "ghcr.io/flywheel-ml/flywheel")
+    want_platform = bool((g.get("image") or {}).get("digest"))
+    unpinned, problems, seen = set(), [], set()
+    for obj in rendered.objects:
+        for where, pod in pod_specs(obj):
+            for c in (pod.get("initContainers") or []) + (pod.get("containers") or []):
+                ref = c.get("image", "")
+                seen.add(ref)
+                if ref.split("@")[0].rsplit(":", 1)[0] == platform:
+                    if want_platform and not DIGEST.search(ref):
+                        problems.append(
+                            f"{where}/{c.get('name')}: platform image {ref} not by digest"
+                        )
+                elif not DIGEST.search(ref):
+                    unpinned.add(ref)
+    name = "images pinned by digest"
+    if problems:
+        return Check(variant, name, "fail", "; ".join(problems[:8]))
+    if unpinned:
+        detail = f"not pinned by digest: {', '.join(sorted(unpinned))} (set <chart>.image.digest)"
+        if g.get("requireImageDigests"):
+            return Check(variant, name, "fail", detail)
+        return Check(variant, name, "skip", detail)
+    return Check(variant, name, "pass", f"{len(seen)} image references, all by digest")
+
+
 # --- all of them ----------
 
 
@@ -358,6 +657,10 @@ def check_variant(
         validate_custom(first, variant, crds_dir),
         security(first, variant),
         secrets(first, second, variant),
+        perimeter(first, variant),
+        credentials(first, variant),
+        label_studio(first, variant),
+        images(first, variant),
     ]
 
 

@@ -55,13 +55,18 @@ def print_checks(results) -> None:
 
 
 def image_values(image: str | None) -> dict:
-    """`repo[:tag]` -> global.image values (a registry port is not a tag)."""
+    """`repo[:tag][@sha256:...]` -> global.image values (a registry port is not a tag; a
+    digest, as `make deploy` passes the one it just pushed, pins the exact image)."""
     if not image:
         return {}
+    image, _, digest = image.partition("@")
     repo, sep, tag = image.rpartition(":")
     if not sep or "/" in tag:
         repo, tag = image, "latest"
-    return {"global": {"image": {"repository": repo, "tag": tag}}}
+    values = {"repository": repo, "tag": tag}
+    if digest:
+        values["digest"] = digest
+    return {"global": {"image": values}}
 
 
 def deploy(
@@ -265,3 +270,35 @@ def download_crds(target: Path, timeout: float = 30.0, base_url: str = GITHUB_RA
         written.append(target / name)
         console.print(f"  {name}  <- {project} {version}")
     return written
+
+
+def restore(
+    backup: Annotated[
+        str | None, typer.Option("--backup", help="Backup stamp (default: the newest).")
+    ] = None,
+    database: Annotated[
+        list[str] | None, typer.Option("--database", help="Only these databases.")
+    ] = None,
+    list_only: Annotated[bool, typer.Option("--list", help="List the backups and stop.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", help="Replace the databases' contents.")] = False,
+) -> None:
+    """Restore a Postgres backup from the object store (see flywheel.deploy.backup)."""
+    from flywheel.deploy import backup as backups
+
+    found = backups.backups()
+    if list_only:
+        for b in found:
+            sizes = ", ".join(f"{d} {v['size']} B" for d, v in sorted(b.databases.items()))
+            console.print(f"{b.stamp}  {sizes}")
+        if not found:
+            console.print("no finished backups")
+        return
+    if not yes:
+        raise DeployError(
+            "restore replaces the databases' current contents; run again with --yes "
+            "(see the backups with --list)"
+        )
+    done = backups.restore(
+        backup, database or None, on_step=lambda d: console.print(f"restoring {d} ...")
+    )
+    console.print(f"[green]restored[/] backup {done.stamp}: {', '.join(sorted(done.databases))}")

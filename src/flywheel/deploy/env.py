@@ -1,7 +1,7 @@
 """The environment a pod would get, read from a rendered chart.
 
-A container's settings come by reference (`envFrom` the platform ConfigMap and Secret, and
-`valueFrom` keys); a compiled pipeline task's come from its kfp-kubernetes platform spec
+A container's settings come by reference (`envFrom` the platform ConfigMap and its identity's
+Secret, and `valueFrom` keys); a compiled pipeline task's come from its kfp-kubernetes platform spec
 (`configMapAsEnv`, `secretAsEnv`). `container_env` and `task_env` resolve those references
 against the ConfigMaps and Secrets of a `Rendered` chart, exactly as the kubelet would
 (`$(VAR)` in `env` values expanded from the variables defined before), so tests and the

@@ -473,13 +473,14 @@ def register_tasks(settings: Settings, rows) -> int:
 
 
 def task_url(settings: Settings, image_path: Path | str) -> str:
-    """The local-files URL Label Studio serves `image_path` under (relative to data_dir);
-    an s3:// URI stays as it is (Label Studio resolves it through its S3 storage)."""
+    """The local-files URL Label Studio serves `image_path` under (relative to its
+    document root, `settings.items_dir`: Label Studio may serve nothing else); an s3:// URI
+    stays as it is (Label Studio resolves it through its S3 storage)."""
     from urllib.parse import quote
 
     if objectstore.is_remote(image_path):
         return str(image_path)
-    rel = Path(image_path).resolve().relative_to(settings.data_dir.resolve()).as_posix()
+    rel = Path(image_path).resolve().relative_to(settings.items_dir.resolve()).as_posix()
     return f"/data/local-files/?d={quote(rel)}"
 
 

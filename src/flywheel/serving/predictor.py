@@ -18,7 +18,10 @@ A request's rows go through the model as one batch (at most `FLYWHEEL_MAX_BATCH`
 Reload: `POST /v2/repository/models/<name>/load` (KServe's model repository extension) and,
 every `FLYWHEEL_CHAMPION_POLL_S` seconds, a watch re-resolve the alias; when it points to
 another version, that version is loaded beside the old one and swapped in with one
-assignment. A request holds the model object it started with, so none is dropped or mixed.
+assignment. Only a model flywheel's trainer wrote is loaded (pt2, no pickle, no code, its
+provenance tag and digest checked: flywheel.registry.trusted); any other version is refused
+with an error in the log and the old champion keeps serving. A request holds the model
+object it started with, so none is dropped or mixed.
 
 With no champion registered the server still starts: health/live is OK, the model is not
 ready and inference answers 503 with a JSON body that says so.
@@ -30,7 +33,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 import threading
 import time
 import uuid
@@ -43,6 +45,7 @@ from kserve.errors import InvalidInput, ModelNotReady
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
 from flywheel.errors import FlywheelError
+from flywheel.registry.trusted import UntrustedModel
 from flywheel.serving import metrics
 from flywheel.settings import Settings, get_settings
 
@@ -85,35 +88,16 @@ def champion_version(settings: Settings, alias: str = ALIAS) -> str:
 
 
 def load_version(settings: Settings, version: str) -> Loaded:
-    """Download `models:/<name>/<version>` and load it on the GPU if there is one."""
-    import mlflow
+    """Load `models:/<name>/<version>` (only a trusted model: flywheel.registry.trusted
+    raises UntrustedModel otherwise) on the GPU if there is one."""
     import torch
-    from mlflow.exceptions import MlflowException
-    from mlflow.models import Model
 
-    uri = f"models:/{settings.model_name}/{version}"
-    mlflow.set_registry_uri(settings.tracking_uri)
+    from flywheel.registry.trusted import load_trusted
+
     want = "cuda" if torch.cuda.is_available() else "cpu"
-    with tempfile.TemporaryDirectory(prefix="flywheel-model-") as tmp:
-        path = mlflow.artifacts.download_artifacts(
-            artifact_uri=uri, dst_path=tmp, tracking_uri=settings.tracking_uri
-        )
-        meta = Model.load(path)
-        try:
-            module = mlflow.pytorch.load_model(path, device=want)
-        except MlflowException:  # MLflow will not move a pt2 (torch.export) model: we try
-            module = mlflow.pytorch.load_model(path)
-    try:
-        module.eval()
-    except (NotImplementedError, RuntimeError):  # exported programs have no train mode
-        pass
-    classes = [str(c) for c in (meta.metadata or {}).get("classes", [])]
-    n_features = None
-    if meta.signature is not None and meta.signature.inputs.is_tensor_spec():
-        shape = meta.signature.inputs.inputs[0].shape
-        n_features = int(shape[-1]) if len(shape) == 2 and shape[-1] > 0 else None
-    module, device = _on_device(module, want, n_features)
-    return Loaded(module, version, classes, n_features, device)
+    trusted = load_trusted(settings, version)
+    module, device = _on_device(trusted.module, want, trusted.n_features)
+    return Loaded(module, trusted.version, trusted.classes, trusted.n_features, device)
 
 
 def _on_device(module, want: str, n_features: int | None):
@@ -193,6 +177,7 @@ class Predictor(kserve.Model):
         self.settings = settings
         self.loaded: Loaded | None = None
         self.not_ready_reason: str | None = "the model has not been loaded yet"
+        self.refused: set[str] = set()  # versions that broke a loading rule
         self._reload_lock = threading.Lock()
         self._stop = threading.Event()
 
@@ -214,8 +199,22 @@ class Predictor(kserve.Model):
                 return self.loaded.version if self.loaded else None
             if self.loaded is not None and self.loaded.version == version:
                 return version
+            if version in self.refused:  # logged once; the old champion keeps serving
+                return self.loaded.version if self.loaded else None
             started = time.perf_counter()
-            new = load_version(self.settings, version)
+            try:
+                new = load_version(self.settings, version)
+            except UntrustedModel as exc:
+                self.refused.add(version)
+                keep = (
+                    f"still serving version {self.loaded.version}"
+                    if self.loaded
+                    else ("no model is served")
+                )
+                log.error("refused to load version %s: %s; %s", version, exc, keep)
+                if self.loaded is None:
+                    self.not_ready_reason = f"refused version {version}: {exc}"
+                return self.loaded.version if self.loaded else None
             self.loaded = new  # the swap: in-flight requests keep their own reference
             self.ready, self.not_ready_reason = True, None
             metrics.served("predictor", self.name, version)
@@ -340,6 +339,9 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
     _one_intra_op_thread()
+    from flywheel.registry.trusted import warm_up
+
+    warm_up()
     model = Predictor(args.model_name or settings.model_name, settings)
     model.load()
     if not model.ready:

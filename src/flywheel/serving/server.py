@@ -14,7 +14,9 @@ Three things KServe 0.21 does that we adjust here (see FACTS.md):
   register the model ourselves so a predictor without a champion answers not-ready (503).
 
 Errors: KServe maps `InvalidInput` to 400 and `ModelNotReady` to 503; we add 400 for
-flywheel's `InputError` and for request bodies FastAPI cannot parse, and append the model's
+flywheel's `InputError` and for request bodies FastAPI cannot parse, 413 for bodies over
+`FLYWHEEL_MAX_REQUEST_BYTES`, 403 for a refused model-repository call (`unload` always,
+`load` on the cluster: flywheel.serving.limits), and append the model's
 `not_ready_reason` to 503 answers. Every error body is JSON `{"error": "..."}`.
 """
 
@@ -68,14 +70,15 @@ def _json_error(status: int, message: str):
     return JSONResponse(status_code=status, content={"error": message})
 
 
-def _rest_server_class(host: str, name: str = "model"):
-    """KServe's RESTServer, bound to `host`, with flywheel's error mapping and request
-    metrics (flywheel.serving.metrics, labelled `server=name`) added."""
+def _rest_server_class(host: str, name: str = "model", max_request_bytes: int = 32 << 20):
+    """KServe's RESTServer, bound to `host`, with flywheel's error mapping, body limit and
+    request metrics (flywheel.serving.metrics, labelled `server=name`) added."""
     from fastapi.exceptions import RequestValidationError
     from kserve.errors import ModelNotReady
     from kserve.protocol.rest.server import RESTServer
 
     from flywheel.errors import InputError
+    from flywheel.serving.limits import BodyLimit, RepositoryRefused
 
     class FlywheelRESTServer(RESTServer):
         def __init__(self, *args: Any, **kwargs: Any):
@@ -87,6 +90,7 @@ def _rest_server_class(host: str, name: str = "model"):
 
             super()._add_middlewares(app)
             app.add_middleware(RequestMetrics, server=name)
+            app.add_middleware(BodyLimit, max_bytes=max_request_bytes)  # outermost
 
         def _add_exception_handlers(self, app) -> None:
             super()._add_exception_handlers(app)
@@ -107,15 +111,45 @@ def _rest_server_class(host: str, name: str = "model"):
             async def input_error(_, exc: InputError):
                 return _json_error(400, str(exc))
 
+            async def refused(_, exc: RepositoryRefused):
+                return _json_error(403, str(exc))
+
             app.add_exception_handler(ModelNotReady, not_ready)
             app.add_exception_handler(RequestValidationError, bad_body)
             app.add_exception_handler(InputError, input_error)
+            app.add_exception_handler(RepositoryRefused, refused)
 
     return FlywheelRESTServer
 
 
+def _guarded_extension_class(allow_load: bool):
+    """KServe's model-repository endpoints with `unload` refused (403) and `load` refused
+    on the cluster, where the predictor follows the champion alias by itself."""
+    from kserve.protocol.model_repository_extension import ModelRepositoryExtension
+
+    from flywheel.serving.limits import RepositoryRefused
+
+    class GuardedExtension(ModelRepositoryExtension):
+        async def unload(self, model_name: str) -> None:
+            raise RepositoryRefused(
+                f"unloading model {model_name!r} is not allowed on the serving port; "
+                "stop the server (or scale the InferenceService) instead"
+            )
+
+        async def load(self, model_name: str) -> None:
+            if not allow_load:
+                raise RepositoryRefused(
+                    f"loading model {model_name!r} through the model repository is not "
+                    "allowed on the cluster; the predictor follows the champion alias itself"
+                )
+            await super().load(model_name)
+
+    return GuardedExtension
+
+
 def _repository_class():
-    """A model repository whose `load` (POST /v2/repository/models/<name>/load) reloads."""
+    """A model repository whose `load` (POST /v2/repository/models/<name>/load) re-reads
+    the champion alias: it can load nothing else."""
     from kserve.errors import ModelNotFound
     from kserve.model_repository import ModelRepository
 
@@ -139,7 +173,9 @@ def serve(
     import kserve.model_server as model_server
 
     local = settings.mode == "local"
-    model_server.RESTServer = _rest_server_class(bind_host(settings), type(model).__name__.lower())
+    model_server.RESTServer = _rest_server_class(
+        bind_host(settings), type(model).__name__.lower(), settings.max_request_bytes
+    )
     server = model_server.ModelServer(
         http_port=http_port(settings, args, local_port),
         grpc_port=args.grpc_port,
@@ -149,6 +185,8 @@ def serve(
         predictor_config=predictor_config,
         enable_latency_logging=args.enable_latency_logging,
     )
+    # REST and gRPC repository endpoints: unload refused, load only on the dev box.
+    server.model_repository_extension = _guarded_extension_class(local)(server.registered_models)
     # Registered even when not ready (no champion yet): it then answers 503, never 404/500.
     server.register_model(model)
     model.enable_latency_logging = args.enable_latency_logging

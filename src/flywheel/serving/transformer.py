@@ -60,6 +60,7 @@ from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
 from flywheel.errors import InputError
 from flywheel.serving import metrics
+from flywheel.serving.limits import check_image
 from flywheel.serving.predlog import PredictionLog, Record
 from flywheel.settings import Settings, get_settings
 
@@ -274,7 +275,9 @@ class Transformer(kserve.Model):
         for n, (kind, _, data) in enumerate(entries):
             if kind == "image":
                 try:
-                    vectors[n] = represent(_image_bytes(data, n), self.settings)
+                    raw = _image_bytes(data, n)
+                    check_image(raw, self.settings.max_image_pixels)
+                    vectors[n] = represent(raw, self.settings)
                 except InputError as exc:
                     raise InvalidInput(f"row {n}: {exc}") from None
         dims = {v.shape[0] for v in vectors}

@@ -251,7 +251,7 @@ def fit(
         else None
     )
     if checkpoint and checkpoint.best_model_path and trainer.is_global_zero:
-        state = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=False)
+        state = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)
         module.load_state_dict(state["state_dict"])
         Path(checkpoint.best_model_path).unlink(missing_ok=True)
     return Fitted(

@@ -5,9 +5,10 @@ snapshot id, feature service, git commit), per-epoch metrics (`EpochMetrics` cal
 system metrics (mlflow's sampler, 1 s), holdout accuracy and the champion's accuracy on
 the same holdout, a confusion-matrix PNG, and the model (`Probabilities`, pt2 format with
 a signature, an input example, explicit pip requirements and the class names as metadata),
-registered under `settings.model_name` with the alias `challenger`; then the label
-snapshot as the run's dataset input, `dataset_card.md` and `model_card.md` (flywheel.cards)
-and the card's summary as the version's description (`log_cards`).
+registered under `settings.model_name` with the alias `challenger` and stamped with its
+provenance (run, snapshot, digest: flywheel.registry.trusted), the only models served; then
+the label snapshot as the run's dataset input, `dataset_card.md` and `model_card.md`
+(flywheel.cards) and the card's summary as the version's description (`log_cards`).
 
 `check_tracking` asks the server's /health first, so a tracking server that is down stops a
 run before any training starts.
@@ -15,6 +16,7 @@ run before any training starts.
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import time
@@ -179,14 +181,26 @@ def log_model(
     """Log the probability model in the active run; register it when a name is given."""
     import mlflow
 
-    return mlflow.pytorch.log_model(
+    info = mlflow.pytorch.log_model(
         model,
         name="model",
         input_example=example,
         pip_requirements=pip_requirements(),
         metadata={"classes": classes, **metadata},
         registered_model_name=registered_name,
+        serialization_format="pt2",  # never pickle: see flywheel.registry.trusted
     )
+    if registered_name and info.registered_model_version is not None:
+        from flywheel.registry.trusted import stamp
+        from flywheel.settings import load
+
+        stamp(
+            load(mlflow_tracking_uri=mlflow.get_registry_uri(), model_name=registered_name),
+            str(info.registered_model_version),
+            info.run_id,
+            str(metadata.get("snapshot_id") or "none"),
+        )
+    return info
 
 
 def champion_accuracy(
@@ -222,7 +236,16 @@ def champion_accuracy(
         x = _features_of(settings, theirs, item_ids)
         if x is None:
             return None, version.version
-    model = mlflow.pytorch.load_model(uri)
+    from flywheel.registry.trusted import UntrustedModel, load_trusted
+
+    try:
+        trusted = load_trusted(settings, version.version)
+    except UntrustedModel as exc:  # never run a model we did not write; train on
+        logging.getLogger("flywheel.training").error(
+            "not scoring champion version %s: %s", version.version, exc
+        )
+        return None, version.version
+    model = trusted.module
     with torch.no_grad():
         pred = model(x).argmax(dim=1)
     return float((pred == y).float().mean()), version.version
@@ -305,6 +328,8 @@ def _log_cards(settings, config, splits, pred, fitted, run_id: str, version: str
         client = MlflowClient(settings.tracking_uri)
         client.update_model_version(settings.model_name, version, description=summary)
     return card
+
+
 def _features_of(settings, representation: str, item_ids):
     """The online vectors of `representation` for the items, or None when not all there."""
     import torch

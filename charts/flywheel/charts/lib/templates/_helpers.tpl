@@ -16,30 +16,41 @@ app.kubernetes.io/name: {{ .component }}
 app.kubernetes.io/instance: {{ .ctx.Release.Name }}
 {{- end }}
 
-{{/* Platform image (our code): global.image, pinned by digest when one is given. */}}
+{{/* Platform image (our code): global.image, pinned by digest when one is given
+(`make deploy` passes the digest it just pushed). */}}
 {{- define "flywheel.image" -}}
-{{ include "flywheel.imageRef" . | quote }}
-{{- end }}
-{{- define "flywheel.imageRef" -}}
 {{- $img := .Values.global.image -}}
 {{- if $img.digest -}}
-{{ printf "%s@%s" $img.repository $img.digest }}
+{{ printf "%s@%s" $img.repository $img.digest | quote }}
 {{- else -}}
-{{ printf "%s:%s" $img.repository $img.tag }}
+{{ printf "%s:%s" $img.repository $img.tag | quote }}
+{{- end -}}
+{{- end }}
+
+{{/* An image reference "repository:tag[@digest]" from {repository, tag, digest}. A digest
+pins the exact bytes: set one for every third-party image in production (the dry run
+lists the ones without; global.requireImageDigests makes them an error). */}}
+{{- define "flywheel.imageRef" -}}
+{{- if .digest -}}
+{{ printf "%s:%s@%s" .repository .tag .digest | quote }}
+{{- else -}}
+{{ printf "%s:%s" .repository .tag | quote }}
 {{- end -}}
 {{- end }}
 
 {{/*
-Settings, by reference: the platform ConfigMap and Secret (templates/platform.yaml and
-templates/secrets.yaml of the umbrella chart; names in src/flywheel/names.py) as the
-container's environment. Every flywheel workload takes its settings this way only.
+Settings, by reference: the platform ConfigMap (templates/platform.yaml: URLs, names,
+modes; no secrets) and the Secret of the workload's own identity, flywheel-<identity>
+(templates/secrets.yaml: its MLflow login, the bucket-scoped S3 keys and what else that
+identity needs; the subchart's value mlflowIdentity, default "reader"; names in
+src/flywheel/names.py). Every flywheel workload takes its settings this way only.
 */}}
 {{- define "flywheel.envFrom.platform" -}}
 envFrom:
   - configMapRef:
       name: flywheel-platform
   - secretRef:
-      name: flywheel-platform
+      name: {{ printf "flywheel-%s" (.Values.mlflowIdentity | default "reader") }}
 {{- end }}
 
 {{/* Pod-level security context. Args: uid (int). */}}
@@ -76,7 +87,7 @@ generate. Args: ctx, name (Secret), key, length.
 {{- end }}
 
 {{/*
-One decoded value of a datastore Secret, for the platform Secret: from the Secrets this
+One decoded value of a datastore Secret, for the identity Secrets: from the Secrets this
 render generates (byName), or, for an existingSecret, read with `lookup` (offline: a
 placeholder naming it). Args: ctx, byName, existing, default (Secret name), key.
 */}}
@@ -98,14 +109,35 @@ placeholder naming it). Args: ctx, byName, existing, default (Secret name), key.
 {{- define "flywheel.postgres.secret" -}}{{ .Values.global.postgres.existingSecret | default "flywheel-postgres" }}{{- end }}
 {{- define "flywheel.redis.host" -}}{{ .Values.global.redis.host | default "redis" }}{{- end }}
 {{- define "flywheel.redis.secret" -}}{{ .Values.global.redis.existingSecret | default "flywheel-redis" }}{{- end }}
-{{- define "flywheel.s3.endpoint" -}}{{ .Values.global.s3.endpoint | default (printf "http://minio.%s.svc.cluster.local:9000" .Release.Namespace) }}{{- end }}
+{{- define "flywheel.s3.endpoint" -}}{{ .Values.global.s3.endpoint | default (printf "http://%s.%s.svc.cluster.local:9000" (.Values.global.s3.service | default "seaweedfs") .Release.Namespace) }}{{- end }}
 {{- define "flywheel.s3.secret" -}}{{ .Values.global.s3.existingSecret | default "flywheel-s3" }}{{- end }}
 {{- define "flywheel.mlflow.url" -}}http://mlflow.{{ .Release.Namespace }}.svc.cluster.local:5000{{- end }}
 {{- define "flywheel.labelstudio.url" -}}http://label-studio.{{ .Release.Namespace }}.svc.cluster.local:8080{{- end }}
 {{- define "flywheel.feast.url" -}}http://feast.{{ .Release.Namespace }}.svc.cluster.local:6566{{- end }}
 
-{{/* Env: Postgres connection (password from its Secret). */}}
+{{/*
+Env: Postgres connection as the service's own role (the subchart's value postgresRole,
+default "feast"; global.postgres.roles), never the superuser.
+*/}}
 {{- define "flywheel.env.postgres" -}}
+{{- $role := .Values.postgresRole | default "feast" -}}
+- name: PGHOST
+  value: {{ include "flywheel.postgres.host" . | quote }}
+- name: PGPORT
+  value: {{ .Values.global.postgres.port | quote }}
+- name: PGUSER
+  value: {{ printf "flywheel_%s" $role | quote }}
+- name: PGSSLMODE
+  value: {{ .Values.global.postgres.sslmode | quote }}
+- name: PGPASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: flywheel-postgres-roles
+      key: {{ $role }}
+{{- end }}
+
+{{/* Env: the Postgres superuser (db-init and backup Jobs only). */}}
+{{- define "flywheel.env.postgresAdmin" -}}
 - name: PGHOST
   value: {{ include "flywheel.postgres.host" . | quote }}
 - name: PGPORT
@@ -169,12 +201,15 @@ tolerations:
 {{- end }}
 
 {{/*
-NetworkPolicy: only the listed components (pods labelled app.kubernetes.io/name) of this
-release, and pods in global.networkPolicy.allowNamespaces (Kubeflow Pipelines runs), reach
-`component` on `port`. Args: ctx, component, port, from (list of component names).
+NetworkPolicy (ingress): only the listed components (pods labelled app.kubernetes.io/name) of
+this release reach `component` on `port`; with pipeline=true also the Kubeflow Pipelines task
+pods, selected by namespace AND pod label (global.networkPolicy.pipelinePods), never a whole
+namespace. Egress and the default deny are in the umbrella chart (networkpolicy-egress.yaml).
+Args: ctx, component, port, from (list of component names), pipeline (bool).
 */}}
 {{- define "flywheel.networkPolicy" -}}
 {{- if .ctx.Values.global.networkPolicy.enabled }}
+{{- $pp := .ctx.Values.global.networkPolicy.pipelinePods | default dict }}
 apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy
 metadata:
@@ -199,20 +234,23 @@ spec:
                   {{- range (append .from (printf "%s-test" .component)) }}
                   - {{ . }}
                   {{- end }}
-        {{- with .ctx.Values.global.networkPolicy.allowNamespaces }}
+        {{- if and .pipeline $pp.namespaces $pp.matchLabels }}
         - namespaceSelector:
             matchExpressions:
               - key: kubernetes.io/metadata.name
                 operator: In
                 values:
-                  {{- toYaml . | nindent 18 }}
+                  {{- toYaml $pp.namespaces | nindent 18 }}
+          podSelector:
+            matchLabels:
+              {{- toYaml $pp.matchLabels | nindent 14 }}
         {{- end }}
 {{- end }}
 {{- end }}
 
 {{/*
-`helm test` hook: a pod in our image that checks `url` answers 2xx (basic auth from the
-MLflow Secret when auth is true). Args: ctx, component, url, auth (bool).
+`helm test` hook: a pod in our image that checks `url` answers 2xx (basic auth as the
+MLflow identity flywheel-reader when auth is true). Args: ctx, component, url, auth (bool).
 */}}
 {{- define "flywheel.testPod" -}}
 apiVersion: v1
@@ -250,12 +288,12 @@ spec:
       {{- if .auth }}
       env:
         - name: CHECK_USER
-          value: {{ .ctx.Values.global.mlflowAdminUser | quote }}
+          value: flywheel-reader
         - name: CHECK_PASSWORD
           valueFrom:
             secretKeyRef:
-              name: flywheel-mlflow-auth
-              key: password
+              name: flywheel-mlflow-users
+              key: reader
       {{- end }}
       securityContext:
         {{- include "flywheel.containerSecurityContext" dict | nindent 8 }}
@@ -264,3 +302,14 @@ spec:
         limits: {cpu: 200m, memory: 256Mi}
 {{- end }}
 
+{{/*
+A kept volume that lost its Secret: the data (a database, the object store) holds the old
+password and a fresh random one would lock every service out. Fail the install with what
+to do, before anything is applied. Args: pvc, secret (lookup results), pvcName,
+secretName, what.
+*/}}
+{{- define "flywheel.keptVolumeCheck" -}}
+{{- if and .pvc (not .secret) -}}
+{{- fail (printf "PersistentVolumeClaim %s (%s) was kept from an earlier install, but Secret %s is gone: a new random password would not open the data. Restore the Secret (kubectl apply the one you saved, or recreate it with the old password), or delete the claim if the data may go; then install again." .pvcName .what .secretName) -}}
+{{- end -}}
+{{- end }}
