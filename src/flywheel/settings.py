@@ -58,6 +58,13 @@ class Settings(BaseSettings):
         description='Class names, as JSON: ["0","1",...]. The labelling config offers these.',
     )
     trigger_min_labels: int = Field(50, ge=1, description="New labels that start a turn.")
+    label_overlap: int = Field(1, ge=1, description="Annotators who label each task.")
+    label_resolution: Literal["latest", "majority", "review"] = Field(
+        "latest", description="How disagreeing annotators are settled (labelling/agreement.py)."
+    )
+    demo_noise_rate: float = Field(
+        0.0, ge=0.0, le=1.0, description="Share of deliberately wrong demo-annotator labels."
+    )
     trigger_action: str = Field(
         "flywheel.loop.trigger_action:run_turn_now",
         description='What the trigger calls once enough labels arrive: "module:function".',

@@ -113,12 +113,30 @@ def ensure_project(settings: Settings, ls=None) -> Project:
             description="flywheel: items to classify; uncertain ones come first",
             label_config=label_config(settings.label_classes),
             show_collab_predictions=True,
-            maximum_annotations=1,
+            maximum_annotations=settings.label_overlap,
+            overlap_cohort_percentage=100,
         )
         project = Project(p.id, p.title)
+    else:  # the overlap setting changed since the project was made
+        ensure_overlap(settings, project, ls)
     ensure_queue_view(settings, project, ls)
     ensure_webhook(settings, project, ls)
     return project
+
+
+def ensure_overlap(settings: Settings, project: Project, ls=None) -> None:
+    """Show each task to `settings.label_overlap` annotators (Label Studio's overlap)."""
+    ls = ls or client(settings)
+    p = _call("read the project", settings, ls.projects.get, project.id)
+    if p.maximum_annotations != settings.label_overlap:
+        _call(
+            "set the annotation overlap",
+            settings,
+            ls.projects.update,
+            project.id,
+            maximum_annotations=settings.label_overlap,
+            overlap_cohort_percentage=100,
+        )
 
 
 def ensure_storage(settings: Settings, project: Project, collection: str, ls=None) -> None:

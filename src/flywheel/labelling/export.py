@@ -14,8 +14,10 @@ Studio JSON export) and keeps one label per task by these rules:
 - an empty project (or one with no labels yet) gives an empty snapshot, which is still a
   valid, versioned snapshot.
 
-Columns: item_id, label, annotator (e-mail), annotated_at (UTC), task_id, snapshot_id; rows
-sorted by item_id. The snapshot id is a content hash of those rows, so the same annotations
+Columns: item_id, label, annotator (e-mail), annotated_at (UTC), task_id, snapshot_id, then
+n_annotators and agreement (the share of annotators who chose the label; see
+`flywheel.labelling.agreement` for overlap and the `FLYWHEEL_LABEL_RESOLUTION` policy); rows
+sorted by item_id. The project's agreement numbers go to `<snapshot_id>.agreement.json`. The snapshot id is a content hash of those rows, so the same annotations
 always give the same id and file (`settings.snapshot_dir/<snapshot_id>.parquet`), and a
 pipeline run keyed on it can be cached and reproduced.
 """
@@ -31,6 +33,8 @@ from flywheel.labelling import client as lsc
 from flywheel.settings import Settings
 
 COLUMNS = ["item_id", "label", "annotator", "annotated_at", "task_id", "snapshot_id"]
+# per-item agreement (flywheel.labelling.agreement), after COLUMNS; not part of the id
+AGREEMENT_COLUMNS = ["n_annotators", "agreement"]
 
 
 @dataclass
@@ -51,11 +55,19 @@ def _choice(annotation: dict) -> str | None:
     return None
 
 
-def resolve(tasks: list[dict], classes: list[str], user_email=lambda u: str(u)):
-    """Apply the rules above to exported tasks; returns (rows, stats)."""
+def resolve(
+    tasks: list[dict], classes: list[str], user_email=lambda u: str(u), policy: str = "latest"
+):
+    """Apply the rules above to exported tasks; returns (rows, stats). With several
+    annotators on a task, `policy` (flywheel.labelling.agreement) settles disagreements;
+    stats["agreement"] holds the agreement numbers."""
+    from flywheel.labelling import agreement as agr
+
+    agr.check_policy(policy)
     allowed = set(classes)
     rows = []
     stats = {"tasks": len(tasks), "labelled": 0, "unlabelled": 0, "cancelled": 0, "overruled": 0}
+    votes_by_item, resolved = {}, {}
     for task in tasks:
         live = []
         for a in task.get("annotations") or []:
@@ -66,12 +78,19 @@ def resolve(tasks: list[dict], classes: list[str], user_email=lambda u: str(u)):
         if not live:
             stats["unlabelled"] += 1
             continue
+        item_id, n_live = lsc.item_id_of(task), len(live)
+        votes = votes_by_item[item_id] = agr.votes_of(live, lambda a: user_email(a.get("completed_by")))
+        if policy != "latest" and len(votes) > 1:
+            resolved[item_id] = agr.resolve_votes(votes, policy)
+            if resolved[item_id] is None:
+                continue  # goes to review: not trained on
+            live = [a for a in live if _choice(a) == resolved[item_id]]
         winner = max(
             live, key=lambda a: (a.get("updated_at") or a.get("created_at") or "", a.get("id") or 0)
         )
-        stats["overruled"] += len(live) - 1
+        stats["overruled"] += n_live - 1
         label = _choice(winner)
-        item_id = lsc.item_id_of(task)
+        resolved[item_id] = label
         if label not in allowed:
             raise InputError(
                 f"task {task['id']} (item {item_id}) is labelled {label!r}, which is not one "
@@ -85,9 +104,13 @@ def resolve(tasks: list[dict], classes: list[str], user_email=lambda u: str(u)):
                 "annotator": user_email(winner.get("completed_by")),
                 "annotated_at": winner.get("updated_at") or winner.get("created_at"),
                 "task_id": int(task["id"]),
+                "n_annotators": len(votes),
+                "agreement": agr.item_agreement(votes, label),
             }
         )
         stats["labelled"] += 1
+    stats["agreement"] = agr.summary(votes_by_item, resolved)
+    stats["in_review"] = len(stats["agreement"]["in_review"])
     return rows, stats
 
 
@@ -95,7 +118,9 @@ def snapshot_frame(rows: list[dict]):
     """Rows -> the snapshot DataFrame with its content-hash id."""
     import pandas as pd
 
-    frame = pd.DataFrame(rows, columns=COLUMNS[:-1])
+    frame = pd.DataFrame(rows, columns=COLUMNS[:-1] + AGREEMENT_COLUMNS)
+    frame["n_annotators"] = frame["n_annotators"].fillna(1).astype("int64")
+    frame["agreement"] = frame["agreement"].fillna(1.0).astype("float64")
     frame["annotated_at"] = pd.to_datetime(frame["annotated_at"], utc=True, format="ISO8601")
     frame["annotated_at"] = frame["annotated_at"].astype("datetime64[ns, UTC]")
     frame["task_id"] = frame["task_id"].astype("int64")
@@ -110,6 +135,7 @@ def snapshot_frame(rows: list[dict]):
         )
     snapshot_id = digest.hexdigest()[:16]
     frame["snapshot_id"] = snapshot_id
+    frame = frame[COLUMNS + AGREEMENT_COLUMNS]
     return frame, snapshot_id
 
 
@@ -117,15 +143,35 @@ def export_labels(settings: Settings) -> Snapshot:
     """Export the project's labels as a snapshot (see the rules in the module docstring)."""
     ls = lsc.client(settings)
     tasks = lsc.project_tasks(settings, ls=ls)
-    rows, stats = resolve(tasks, settings.label_classes, lambda u: lsc.user_email(settings, u))
+    rows, stats = resolve(
+        tasks,
+        settings.label_classes,
+        lambda u: lsc.user_email(settings, u),
+        settings.label_resolution,
+    )
     frame, snapshot_id = snapshot_frame(rows)
+    frame.attrs["agreement"] = stats["agreement"]  # for the dataset card
     path = settings.snapshot_dir / f"{snapshot_id}.parquet"
     if not path.exists():  # same id = same content: never rewritten
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp.parquet")
         frame.to_parquet(tmp, index=False)
         tmp.replace(path)
+    write_quality(path, stats["agreement"])
     return Snapshot(snapshot_id, path, frame, stats)
+
+
+def quality_path(snapshot_path: Path) -> Path:
+    """`<snapshot_id>.agreement.json` beside the snapshot: its agreement numbers."""
+    return snapshot_path.with_suffix(".agreement.json")
+
+
+def write_quality(snapshot_path: Path, agreement: dict) -> Path:
+    import json
+
+    path = quality_path(snapshot_path)
+    path.write_text(json.dumps(agreement, indent=1, sort_keys=True) + "\n")
+    return path
 
 
 def read_snapshot(settings: Settings, snapshot_id: str):
