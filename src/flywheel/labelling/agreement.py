@@ -15,7 +15,7 @@ Resolution policy (`FLYWHEEL_LABEL_RESOLUTION`):
 
 | policy | one vote | votes agree | votes disagree |
 |---|---|---|---|
-| `latest` (default) | that label | that label | the latest annotation wins (a person correcting a label) |
+| `latest` (default) | that label | that label | the latest annotation wins (a correction) |
 | `majority` | that label | that label | the strict plurality wins; a tie goes to review |
 | `review` | that label | that label | goes to review |
 
@@ -147,15 +147,11 @@ def summary(votes_by_item: dict[str, dict], resolved: dict[str, str | None]) -> 
     """Project-level agreement: alpha, per-annotator numbers, items with overlap / in review."""
     overlapped = {i: v for i, v in votes_by_item.items() if len(v) >= 2}
     alpha = krippendorff_alpha([list(v.values()) for v in overlapped.values()])
-    agreements = [
-        item_agreement(v, resolved[i]) for i, v in overlapped.items() if resolved.get(i)
-    ]
+    agreements = [item_agreement(v, resolved[i]) for i, v in overlapped.items() if resolved.get(i)]
     return {
         "items_with_overlap": len(overlapped),
         "krippendorff_alpha": None if alpha is None else round(alpha, 4),
-        "mean_item_agreement": round(sum(agreements) / len(agreements), 4)
-        if agreements
-        else None,
+        "mean_item_agreement": round(sum(agreements) / len(agreements), 4) if agreements else None,
         "in_review": sorted(i for i, label in resolved.items() if label is None),
         "per_annotator": annotator_agreement(overlapped),
     }

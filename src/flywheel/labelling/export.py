@@ -6,8 +6,10 @@ Studio JSON export) and keeps one label per task by these rules:
 - cancelled (skipped) annotations and annotations with no choice are ignored;
 - of the remaining annotations on a task, the **latest wins** (by `updated_at`, then by
   annotation id): a person correcting a label, or a reviewer overruling the demo annotator,
-  takes effect; majority voting is not used because tasks are labelled once
-  (`maximum_annotations=1`) unless someone deliberately relabels;
+  takes effect (policy `latest`, the default: tasks are labelled once unless someone
+  deliberately relabels). With several annotators per task (`FLYWHEEL_LABEL_OVERLAP`),
+  `FLYWHEEL_LABEL_RESOLUTION=majority` or `review` settles disagreements instead, and a
+  contested item goes to review (left out of the snapshot);
 - tasks with no remaining annotation are not in the snapshot (they are unlabelled);
 - a label outside `settings.label_classes` (e.g. the labelling config was edited) stops the
   export with an InputError naming the task and the item;
@@ -17,7 +19,8 @@ Studio JSON export) and keeps one label per task by these rules:
 Columns: item_id, label, annotator (e-mail), annotated_at (UTC), task_id, snapshot_id, then
 n_annotators and agreement (the share of annotators who chose the label; see
 `flywheel.labelling.agreement` for overlap and the `FLYWHEEL_LABEL_RESOLUTION` policy); rows
-sorted by item_id. The project's agreement numbers go to `<snapshot_id>.agreement.json`. The snapshot id is a content hash of those rows, so the same annotations
+sorted by item_id. The project's agreement numbers go to `<snapshot_id>.agreement.json`.
+The snapshot id is a content hash of those rows, so the same annotations
 always give the same id and file (`settings.snapshot_dir/<snapshot_id>.parquet`), and a
 pipeline run keyed on it can be cached and reproduced.
 """
@@ -79,7 +82,8 @@ def resolve(
             stats["unlabelled"] += 1
             continue
         item_id, n_live = lsc.item_id_of(task), len(live)
-        votes = votes_by_item[item_id] = agr.votes_of(live, lambda a: user_email(a.get("completed_by")))
+        votes = agr.votes_of(live, lambda a: user_email(a.get("completed_by")))
+        votes_by_item[item_id] = votes
         if policy != "latest" and len(votes) > 1:
             resolved[item_id] = agr.resolve_votes(votes, policy)
             if resolved[item_id] is None:

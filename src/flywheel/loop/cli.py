@@ -99,13 +99,13 @@ def submit(
 def experiment(
     seeds: Annotated[int, typer.Option(help="How many seeds (each: starting labels + init).")] = 10,
     start: Annotated[int, typer.Option(help="Starting labels.")] = 20,
-    step: Annotated[int, typer.Option(help="Labels added per round.")] = 20,
+    step: Annotated[int, typer.Option(help="Labels added per round.")] = 40,
     budget: Annotated[int, typer.Option(help="Most training labels.")] = 400,
     target: Annotated[float, typer.Option(help="Target holdout accuracy.")] = 0.90,
     arm: Annotated[
         list[str] | None, typer.Option(help="Arms (repeat); default: every strategy.")
     ] = None,
-    max_steps: Annotated[int, typer.Option(help="Optimiser steps per round (fixed).")] = 200,
+    max_steps: Annotated[int, typer.Option(help="Optimiser steps per round (fixed).")] = 150,
     first_seed: Annotated[int, typer.Option(help="First seed (split a run across processes).")] = 0,
     out: Annotated[Path | None, typer.Option(help="Result folder.")] = None,
 ) -> None:

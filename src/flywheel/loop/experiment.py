@@ -62,10 +62,10 @@ class ExperimentConfig:
     arms: list[str] = field(default_factory=default_arms)
     seeds: list[int] = field(default_factory=lambda: list(range(10)))
     start: int = 20
-    step: int = 20
+    step: int = 40
     budget: int = 400
     target: float = 0.90
-    max_steps: int = 200  # optimiser steps per round: the fixed training budget
+    max_steps: int = 150  # optimiser steps per round: the fixed training budget
     threads: int = 1
 
     def check(self) -> ExperimentConfig:
