@@ -303,6 +303,7 @@ def train(frame, settings, config: TrainConfig | None = None) -> TrainResult:
         with tracking.run(
             settings, f"train-{config.arch}", params(config, settings, splits), tags(config)
         ) as run_id:
+            tracking.log_snapshot_input(frame, config.snapshot_id)
             fitted = tracked_fit(splits, config, settings, run_id)
             return finalize(fitted, splits, settings, config, run_id)
     fitted = fit(splits, config, settings.image_size, root_dir=_root(settings, config))
@@ -418,6 +419,9 @@ def finalize(
 
         version = str(info.registered_model_version)
         set_alias(settings, "challenger", version)
+    mlflow.set_tag(
+        "mlflow.runName", tracking.run_label(version, len(splits.train) + len(splits.val))
+    )
     uri = f"models:/{settings.model_name}/{version}" if version else info.model_uri
     return _result(fitted, splits, run_id, uri, version, acc, champion_acc)
 
