@@ -26,6 +26,20 @@ FROM_NAME = "label"  # the <Choices> control
 TO_NAME = "image"  # the <Image> object
 QUEUE_VIEW = "flywheel queue"
 WEBHOOK_ACTIONS = ["ANNOTATION_CREATED", "ANNOTATION_UPDATED"]
+CARD_WIDTH = "320px"
+# Data Manager columns the queue tab hides, so the model's guess and score stay in view
+QUEUE_HIDDEN = [
+    "tasks:annotations_results",
+    "tasks:annotations_ids",
+    "tasks:file_upload",
+    "tasks:storage_filename",
+    "tasks:created_at",
+    "tasks:updated_at",
+    "tasks:updated_by",
+    "tasks:avg_lead_time",
+    "tasks:draft_exists",
+    "tasks:inner_id",
+]
 
 
 def label_config(classes: list[str]) -> str:
@@ -33,7 +47,8 @@ def label_config(classes: list[str]) -> str:
     choices = "\n".join(f"    <Choice value={quoteattr(c)}/>" for c in classes)
     return (
         "<View>\n"
-        f'  <Image name="{TO_NAME}" value="$image" zoom="true"/>\n'
+        # a bounded card: the image and all the choices fit on one screen
+        f'  <Image name="{TO_NAME}" value="$image" zoom="true" maxWidth="{CARD_WIDTH}"/>\n'
         '  <Text name="item" value="$item_id"/>\n'
         f'  <Choices name="{FROM_NAME}" toName="{TO_NAME}" choice="single" showInline="true">\n'
         f"{choices}\n"
@@ -192,6 +207,7 @@ def ensure_queue_view(settings: Settings, project: Project, ls=None) -> None:
     data = {
         "title": QUEUE_VIEW,
         "ordering": ["-tasks:data.priority"],
+        "hiddenColumns": {"explore": QUEUE_HIDDEN, "labeling": QUEUE_HIDDEN},
         "filters": {
             "conjunction": "and",
             "items": [
