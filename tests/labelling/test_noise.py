@@ -48,7 +48,7 @@ def test_noise_detection_recall_on_injected_errors():
     for i in flipped:
         labels[i] = CLASSES[(int(labels[i]) + rng.integers(1, 10)) % 10]
     ids = [f"d{i:04d}" for i in range(600)]
-    probs = out_of_fold_probabilities(x, labels, CLASSES, folds=4, seed=0, max_steps=250)
+    probs = out_of_fold_probabilities(x, labels, CLASSES, folds=3, seed=0, max_steps=200)
     found = suspect_label_errors(labels, probs, CLASSES, ids)
     score = precision_recall(found, [ids[i] for i in flipped])
     print("noise review on 60 injected errors in 600:", score)

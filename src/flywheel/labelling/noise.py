@@ -126,6 +126,7 @@ def out_of_fold_probabilities(
             val_fraction=0.0,
             track=False,
             accelerator="cpu",
+            cpu_threads=1,  # small models on a busy CPU: one thread beats spinning ones
         )
         fitted = fit(splits, config, size, root_dir=scratch.name)
         model = Probabilities(fitted.module.model.float().cpu().eval())
