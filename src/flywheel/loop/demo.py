@@ -140,6 +140,7 @@ def _demo(
             else None
         )
         row["loop_latency_s"] = round(answered - labels_saved, 2) if answered else None
+        row["efficiency"] = efficiency(settings, [*history, row])
         history.append(row)
         save_history(settings, history)
         _print_turn(row)
@@ -202,6 +203,19 @@ def step_progress(settings: Settings, title: str, poll_s: float = 0.5):
             watcher.join()
 
 
+def efficiency(settings: Settings, history: list[dict]) -> dict:
+    """The label-efficiency report after the latest turn (flywheel.loop.efficiency), on
+    training labels (the labelled holdout is not training data)."""
+    from dataclasses import asdict
+
+    from flywheel.labelling import read_catalogue
+    from flywheel.loop.efficiency import should_stop
+
+    held = sum(is_holdout(i, settings.holdout_fraction) for i in read_catalogue(settings).item_id)
+    points = [(max(1, h["n_labels"] - held), h["champion_accuracy"]) for h in history]
+    return asdict(should_stop(points, settings.labels_per_turn))
+
+
 def _print_turn(row: dict) -> None:
     promoted = "promoted" if row["promoted"] else "kept"
     latency = f", loop latency {row['loop_latency_s']} s" if row.get("loop_latency_s") else ""
@@ -211,6 +225,12 @@ def _print_turn(row: dict) -> None:
         f"{row['challenger_accuracy']:.3f}, {promoted}), champion v{row['champion_version']}, "
         f"{row['seconds']:.1f} s{latency}"
     )
+    eff = row.get("efficiency")
+    if eff:
+        console.print(
+            f"  label efficiency: {eff['reason']}"
+            + (" -> stopping rule met" if eff["stop"] else " -> keep labelling")
+        )
 
 
 def plot_history(history: list[dict], path: Path, title: str = "flywheel demo") -> Path:
