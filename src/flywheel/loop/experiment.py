@@ -188,7 +188,10 @@ def _run_key(cfg: ExperimentConfig) -> str:
 
 
 def run_experiment(settings: Settings, config: ExperimentConfig | None = None, out=None) -> dict:
-    """Run every (seed, arm) curve not yet in `<out>/curves.jsonl`, then summarise all."""
+    """Run every (seed, arm) curve not yet in `<out>/curves.jsonl`, then summarise all.
+
+    Several processes may share one `out` (e.g. `--first-seed`): each skips the curves the
+    others have written."""
     import torch
 
     cfg = (config or ExperimentConfig()).check()
@@ -206,6 +209,10 @@ def run_experiment(settings: Settings, config: ExperimentConfig | None = None, o
         with Progress(*columns, TimeElapsedColumn(), console=console) as progress:
             task = progress.add_task("experiment", total=len(todo) * rounds)
             for seed, arm in todo:
+                done.update(_load_curves(log, cfg))  # another process may have run it
+                if (arm, seed) in done:
+                    progress.advance(task, rounds)
+                    continue
 
                 def advance(n, acc, seed=seed, arm=arm):
                     progress.update(task, description=f"seed {seed} {arm} {n} labels {acc:.3f}")
