@@ -138,7 +138,9 @@ def test_one_round_trains_and_scores(settings):
     x = np.stack([rng.normal(classes.index(c), 0.3, settings.image_size**2) for c in y]).astype(
         np.float32
     )
-    cfg = ExperimentConfig(arms=["random", "margin"], seeds=[0, 1], start=40, step=20, budget=60)
+    cfg = ExperimentConfig(
+        arms=["random", "margin"], seeds=[0, 1], start=40, step=20, budget=60, max_steps=40
+    )
     curve = run_curve(settings, (ids, x, pd.Series(y, index=ids)), "margin", 0, cfg.check())
     assert [n for n, _ in curve] == [40, 60]
     assert all(0 <= a <= 1 for _, a in curve)

@@ -129,6 +129,7 @@ def _fit_and_score(settings, ids, x, labels, labelled, holdout, init_seed, max_s
         val_fraction=0.0,
         track=False,
         accelerator="cpu",
+        cpu_threads=1,  # small models on a busy CPU: one thread beats spinning ones
     )
     fitted = fit(splits, config, settings.image_size, root_dir=settings.home / "experiment-ckpt")
     model = Probabilities(fitted.module.model.float().cpu().eval())
