@@ -27,6 +27,7 @@ def test_card_and_choices_fit_one_screen(stack, tmp_path):
             "home": stack.data_dir / "view-home",
             "label_studio_project": "view-tests",
             "label_studio_token": SecretStr(stack.ls_token),
+            "label_studio_password": SecretStr(stack.ls_password),
         }
     )
     init_demo(settings, limit=3)
