@@ -4,11 +4,11 @@ the card and all ten choices fit on one 1280x800 screen, with the model's guess 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
-from pydantic import SecretStr
 
 from flywheel.labelling import client as lsc
 from flywheel.labelling import init_demo, upload_predictions
@@ -22,15 +22,10 @@ WAIT_MS = 180_000  # a shared, busy box
 def test_card_and_choices_fit_one_screen(stack, tmp_path):
     from playwright.sync_api import sync_playwright
 
-    settings = stack.model_copy(
-        update={
-            "home": stack.data_dir / "view-home",
-            "label_studio_project": "view-tests",
-            "label_studio_token": SecretStr(stack.ls_token),
-            "label_studio_password": SecretStr(stack.ls_password),
-        }
-    )
-    init_demo(settings, limit=3)
+    # the stack's own home: Label Studio serves images from its data dir (a nested home's
+    # image URLs would not resolve); 30 cards, as tests/labelling/test_project.py uses
+    settings = stack.model_copy(update={"label_studio_project": "view-tests"})
+    init_demo(settings, limit=30)
     item = "digits-0000"
     probs = np.full((1, 10), 0.02)
     probs[0, 7] = 0.82
@@ -52,9 +47,13 @@ def test_card_and_choices_fit_one_screen(stack, tmp_path):
             page.goto(f"{base}/projects/{project.id}/data?task={task['id']}")
             card = page.locator("img[src*='digits-0000'], img[src*='/data/']").first
             card.wait_for(state="visible")
-            page.get_by_text("9", exact=True).last.wait_for(state="visible")
+            # a choice reads "7[8]": its value and its hotkey
+            choice = {
+                c: page.get_by_text(re.compile(rf"^{c}\s*\[?\d?\]?$")).last for c in "0123456789"
+            }
+            choice["9"].wait_for(state="visible")
             page.wait_for_timeout(1500)
-            boxes = {c: page.get_by_text(c, exact=True).last.bounding_box() for c in "0123456789"}
+            boxes = {c: loc.bounding_box() for c, loc in choice.items()}
             card_box = card.bounding_box()
         finally:
             page.screenshot(path=str(shot))
