@@ -54,7 +54,9 @@ def test_card_and_choices_fit_one_screen(stack, tmp_path):
             choice["9"].wait_for(state="visible")
             page.wait_for_timeout(1500)
             boxes = {c: loc.bounding_box() for c, loc in choice.items()}
-            card_box = card.bounding_box()
+            # the card: the largest image on screen (Label Studio also keeps hidden ones)
+            shown = [b for b in (i.bounding_box() for i in page.locator("img").all()) if b]
+            card_box = max(shown, key=lambda b: b["width"] * b["height"])
         finally:
             page.screenshot(path=str(shot))
             print("screenshot:", shot)
