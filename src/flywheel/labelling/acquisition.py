@@ -95,6 +95,8 @@ def spread_near_duplicates(ranked: Sequence[str], groups: dict[str, str], k: int
             taken.add(group)
         chosen.append(item_id)
     return chosen
+
+
 # --- hybrid: uncertainty within diversity (needs each item's vector) -------------------------
 #
 # `select_hybrid(probabilities, vectors, item_ids, k)` (FLYWHEEL_ACQUISITION=hybrid):
