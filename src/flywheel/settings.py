@@ -70,6 +70,13 @@ class Settings(BaseSettings):
     export_max_bad_share: float = Field(
         0.1, ge=0, le=1, description="Share of bad labelled tasks an export quarantines."
     )
+    label_overlap: int = Field(1, ge=1, description="Annotators who label each task.")
+    label_resolution: Literal["latest", "majority", "review"] = Field(
+        "latest", description="How disagreeing annotators are settled (labelling/agreement.py)."
+    )
+    demo_noise_rate: float = Field(
+        0.0, ge=0.0, le=1.0, description="Share of deliberately wrong demo-annotator labels."
+    )
     trigger_action: str = Field(
         "flywheel.loop.trigger_action:run_turn_now",
         description='What the trigger calls once enough labels arrive: "module:function".',

@@ -67,6 +67,12 @@ def test_the_run_carries_everything(trained):
     assert any(k.startswith("system/") for k in m), sorted(m)
     artifacts = {a.path for a in client.list_artifacts(result.run_id)}
     assert "confusion_matrix.png" in artifacts
+    # a model-training experiment; the run named by turn and labels; the snapshot as input
+    experiment = client.get_experiment(run.info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert run.info.run_name == f"turn-1-{result.n_train + result.n_val}-labels"
+    datasets = [d.dataset for d in run.inputs.dataset_inputs]
+    assert [d.name for d in datasets] == ["label-snapshot-snap-test"]
 
     info = mlflow.models.get_model_info(result.model_uri)
     assert info.metadata["classes"] == [str(d) for d in range(10)]

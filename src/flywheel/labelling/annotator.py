@@ -9,6 +9,8 @@ already answered is left alone, so re-running a turn adds nothing twice.
 
 from __future__ import annotations
 
+import json
+import random
 from collections.abc import Iterable
 
 from flywheel.errors import InputError
@@ -18,6 +20,7 @@ from flywheel.settings import Settings
 
 DEMO_EMAIL = "demo-annotator@flywheel.local"
 DEMO_USERNAME = "demo-annotator"
+NOISE_FILE = "demo-noise.json"
 
 
 def choice_result(label: str) -> list[dict]:
@@ -50,14 +53,31 @@ def ensure_demo_user(settings: Settings, ls=None) -> int:
     return user.id
 
 
-class DemoAnnotator:
-    """Labels tasks from the demo answer key, as the `demo-annotator` user."""
+def noisy_label(item_id: str, label: str, classes: list[str], rate: float) -> str:
+    """The label the demo annotator gives: the true one, or with probability `rate` (decided
+    by the item id, so the same item always gets the same answer) a wrong one on purpose."""
+    rng = random.Random(f"demo-noise:{item_id}")
+    if rate <= 0 or rng.random() >= rate:
+        return label
+    return rng.choice([c for c in classes if c != label])
 
-    def __init__(self, settings: Settings):
+
+def injected_errors(settings: Settings) -> dict[str, str]:
+    """{item_id: wrong label} the demo annotator gave on purpose (FLYWHEEL_DEMO_NOISE_RATE)."""
+    path = settings.data_dir / NOISE_FILE
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+class DemoAnnotator:
+    """Labels tasks from the demo answer key, as the `demo-annotator` user; with
+    `noise_rate` > 0 some labels are wrong on purpose (recorded in `<data>/demo-noise.json`)."""
+
+    def __init__(self, settings: Settings, noise_rate: float | None = None):
         self.settings = settings
         self.ls = lsc.client(settings)
         self.user_id = ensure_demo_user(settings, self.ls)
         self.answers = read_answers(settings)
+        self.noise_rate = settings.demo_noise_rate if noise_rate is None else noise_rate
 
     def label(self, item_ids: Iterable[str], progress=None) -> int:
         """Annotate each item's task with its true label; returns how many were created."""
@@ -77,18 +97,25 @@ class DemoAnnotator:
                 "run `flywheel collection init`"
             )
         created = 0
+        injected = injected_errors(self.settings)
         for item_id in item_ids:
             task = tasks[item_id]
             if not any(
                 _by(a) == self.user_id and not a.get("was_cancelled")
                 for a in task.get("annotations", [])
             ):
+                label = noisy_label(
+                    item_id, self.answers[item_id], self.settings.label_classes, self.noise_rate
+                )
+                if label != self.answers[item_id]:
+                    injected[item_id] = label
+                    _write_injected(self.settings, injected)
                 lsc._call(
                     f"annotate task {task['id']}",
                     self.settings,
                     self.ls.annotations.create,
                     task["id"],
-                    result=choice_result(self.answers[item_id]),
+                    result=choice_result(label),
                     completed_by=self.user_id,
                     lead_time=0.0,
                 )
@@ -96,6 +123,12 @@ class DemoAnnotator:
             if progress:
                 progress()
         return created
+
+
+def _write_injected(settings: Settings, injected: dict[str, str]) -> None:
+    path = settings.data_dir / NOISE_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(injected, indent=1, sort_keys=True) + "\n")
 
 
 def _by(annotation: dict) -> int | None:

@@ -7,6 +7,7 @@ flywheel collection report                            rejected files, quarantine
 flywheel labels export                                label snapshot (parquet)
 flywheel labels select --probabilities NPY [-k K] [--strategy S]
 flywheel labels annotate-demo [-n N | ITEM...]        the demo annotator labels items
+flywheel labels quality [--review]                    agreement, suspected errors, balance
 """
 
 from __future__ import annotations
@@ -223,3 +224,58 @@ def annotate_demo(
         f"[green]{created}[/] annotations by {DEMO_EMAIL} "
         f"({len(chosen) - created} already labelled)"
     )
+
+
+@labels_app.command("quality")
+def quality(
+    review: Annotated[
+        bool, typer.Option(help="Send suspected errors to the 'label review' tab.")
+    ] = False,
+    folds: Annotated[int, typer.Option(min=2, help="Folds for out-of-fold probabilities.")] = 5,
+    top: Annotated[int, typer.Option(min=0, help="Suspects to list.")] = 20,
+) -> None:
+    """Agreement between annotators, suspected label errors and class balance."""
+    from rich.table import Table
+
+    from flywheel.labelling.quality import REVIEW_VIEW, quality_report, send_to_review
+
+    settings = get_settings()
+    with console.status("exporting labels and scoring them out of fold..."):
+        report = quality_report(settings, folds=folds)
+    a = report.agreement
+    alpha, mean = a["krippendorff_alpha"], a["mean_item_agreement"]
+    console.print(
+        f"[bold]snapshot {report.snapshot_id}[/]: {report.labels} labels; "
+        f"{a['items_with_overlap']} items with several annotators; Krippendorff's alpha "
+        f"{'-' if alpha is None else f'{alpha:.3f}'}; mean item agreement "
+        f"{'-' if mean is None else f'{mean:.3f}'}; "
+        f"{len(a['in_review'])} in review ({settings.label_resolution} policy)"
+    )
+    if a["per_annotator"]:
+        table = Table("annotator", "items shared", "agrees with others", "Cohen's kappa")
+        for who, row in a["per_annotator"].items():
+            kappa = "-" if row["kappa"] is None else f"{row['kappa']:.3f}"
+            table.add_row(who, str(row["items"]), f"{row['agreement']:.1%}", kappa)
+        console.print(table)
+    console.print("class balance: " + ", ".join(f"{k}: {v}" for k, v in report.balance.items()))
+    table = Table("item", "label", "suggestion", "p(label)", "p(suggestion)")
+    for s in report.suspects[:top]:
+        table.add_row(
+            s.item_id,
+            s.label,
+            s.suggestion,
+            f"{s.label_probability:.2f}",
+            f"{s.suggestion_probability:.2f}",
+        )
+    console.print(f"suspected label errors: {len(report.suspects)}")
+    if report.suspects:
+        console.print(table)
+    if report.injected:
+        i = report.injected
+        console.print(
+            f"against the demo annotator's deliberate errors: {i['found']} of {i['injected']} "
+            f"found (recall {i['recall'] or 0:.1%}), precision {i['precision'] or 0:.1%}"
+        )
+    if review and report.suspects:
+        n = send_to_review(settings, report.suspects, f"label-review-{report.snapshot_id}")
+        console.print(f"[green]{n}[/] tasks in the {REVIEW_VIEW!r} tab with the model's suggestion")

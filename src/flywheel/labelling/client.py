@@ -26,6 +26,20 @@ FROM_NAME = "label"  # the <Choices> control
 TO_NAME = "image"  # the <Image> object
 QUEUE_VIEW = "flywheel queue"
 WEBHOOK_ACTIONS = ["ANNOTATION_CREATED", "ANNOTATION_UPDATED"]
+CARD_WIDTH = "320px"
+# Data Manager columns the queue tab hides, so the model's guess and score stay in view
+QUEUE_HIDDEN = [
+    "tasks:annotations_results",
+    "tasks:annotations_ids",
+    "tasks:file_upload",
+    "tasks:storage_filename",
+    "tasks:created_at",
+    "tasks:updated_at",
+    "tasks:updated_by",
+    "tasks:avg_lead_time",
+    "tasks:draft_exists",
+    "tasks:inner_id",
+]
 
 
 def label_config(classes: list[str]) -> str:
@@ -33,14 +47,15 @@ def label_config(classes: list[str]) -> str:
 
     The choices come first: Label Studio fits the image to the panel's height, so choices
     placed below it fall under the fold on a laptop screen (checked in a real browser,
-    tests/loop/test_poison.py)."""
+    tests/loop/test_poison.py); the card is bounded (`CARD_WIDTH`) so that the image and
+    all the choices fit on one screen (tests/labelling/test_labelling_view.py)."""
     choices = "\n".join(f"    <Choice value={quoteattr(c)}/>" for c in classes)
     return (
         "<View>\n"
         f'  <Choices name="{FROM_NAME}" toName="{TO_NAME}" choice="single" showInline="true">\n'
         f"{choices}\n"
         "  </Choices>\n"
-        f'  <Image name="{TO_NAME}" value="$image" zoom="true"/>\n'
+        f'  <Image name="{TO_NAME}" value="$image" zoom="true" maxWidth="{CARD_WIDTH}"/>\n'
         '  <Text name="item" value="$item_id"/>\n'
         "</View>"
     )
@@ -117,12 +132,30 @@ def ensure_project(settings: Settings, ls=None) -> Project:
             description="flywheel: items to classify; uncertain ones come first",
             label_config=label_config(settings.label_classes),
             show_collab_predictions=True,
-            maximum_annotations=1,
+            maximum_annotations=settings.label_overlap,
+            overlap_cohort_percentage=100,
         )
         project = Project(p.id, p.title)
+    else:  # the overlap setting changed since the project was made
+        ensure_overlap(settings, project, ls)
     ensure_queue_view(settings, project, ls)
     ensure_webhook(settings, project, ls)
     return project
+
+
+def ensure_overlap(settings: Settings, project: Project, ls=None) -> None:
+    """Show each task to `settings.label_overlap` annotators (Label Studio's overlap)."""
+    ls = ls or client(settings)
+    p = _call("read the project", settings, ls.projects.get, project.id)
+    if p.maximum_annotations != settings.label_overlap:
+        _call(
+            "set the annotation overlap",
+            settings,
+            ls.projects.update,
+            project.id,
+            maximum_annotations=settings.label_overlap,
+            overlap_cohort_percentage=100,
+        )
 
 
 def ensure_storage(settings: Settings, project: Project, collection: str, ls=None) -> None:
@@ -231,6 +264,7 @@ def ensure_queue_view(settings: Settings, project: Project, ls=None) -> None:
     data = {
         "title": QUEUE_VIEW,
         "ordering": ["-tasks:data.priority"],
+        "hiddenColumns": {"explore": QUEUE_HIDDEN, "labeling": QUEUE_HIDDEN},
         "filters": {
             "conjunction": "and",
             "items": [

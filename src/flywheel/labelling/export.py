@@ -6,8 +6,10 @@ Studio JSON export) and keeps one label per task by these rules:
 - cancelled (skipped) annotations and annotations with no choice are ignored;
 - of the remaining annotations on a task, the **latest wins** (by `updated_at`, then by
   annotation id): a person correcting a label, or a reviewer overruling the demo annotator,
-  takes effect; majority voting is not used because tasks are labelled once
-  (`maximum_annotations=1`) unless someone deliberately relabels;
+  takes effect (policy `latest`, the default: tasks are labelled once unless someone
+  deliberately relabels). With several annotators per task (`FLYWHEEL_LABEL_OVERLAP`),
+  `FLYWHEEL_LABEL_RESOLUTION=majority` or `review` settles disagreements instead, and a
+  contested item goes to review (left out of the snapshot);
 - tasks with no remaining annotation are not in the snapshot (they are unlabelled);
 - a bad row, a label outside `settings.label_classes` (e.g. the labelling config was edited)
   or a task without `data.item_id`, is quarantined: left out of the snapshot, counted
@@ -24,6 +26,9 @@ always give the same id and file, and a pipeline run keyed on it can be cached a
 reproduced. The file is `snapshot_uri(settings, id)`: `<home>/data/snapshots/<id>.parquet` on
 the dev box, `<state_uri>/snapshots/<id>.parquet` (the object store) in cluster mode, so a
 step in another pod reads the same snapshot.
+The snapshot also has n_annotators and agreement (the share of annotators who chose the label;
+see `flywheel.labelling.agreement` for overlap and the `FLYWHEEL_LABEL_RESOLUTION` policy),
+outside the id's hash; the project's agreement numbers go to `<snapshot_id>.agreement.json`.
 """
 
 from __future__ import annotations
@@ -38,6 +43,8 @@ from flywheel.labelling import client as lsc
 from flywheel.settings import Settings
 
 COLUMNS = ["item_id", "label", "annotator", "annotated_at", "task_id", "snapshot_id"]
+# per-item agreement (flywheel.labelling.agreement), after COLUMNS; not part of the id
+AGREEMENT_COLUMNS = ["n_annotators", "agreement"]
 
 
 @dataclass
@@ -62,17 +69,24 @@ def resolve(
     tasks: list[dict],
     classes: list[str],
     user_email=lambda u: str(u),
+    policy: str = "latest",
     max_bad_share: float = 0.0,
     quarantine: list[dict] | None = None,
 ):
     """Apply the rules above to exported tasks; returns (rows, stats).
 
-    Bad rows go to `quarantine` (a list the caller passes, one dict per bad task with its
-    reason); more than `max_bad_share` of the labelled tasks bad raises InputError."""
+    With several annotators on a task, `policy` (flywheel.labelling.agreement) settles
+    disagreements; stats["agreement"] holds the agreement numbers. Bad rows go to
+    `quarantine` (a list the caller passes, one dict per bad task with its reason); more
+    than `max_bad_share` of the labelled tasks bad raises InputError."""
+    from flywheel.labelling import agreement as agr
+
+    agr.check_policy(policy)
     allowed = set(classes)
     rows = []
     quarantine = [] if quarantine is None else quarantine
     stats = {"tasks": len(tasks), "labelled": 0, "unlabelled": 0, "cancelled": 0, "overruled": 0}
+    votes_by_item, resolved = {}, {}
     for task in tasks:
         live = []
         for a in task.get("annotations") or []:
@@ -83,16 +97,27 @@ def resolve(
         if not live:
             stats["unlabelled"] += 1
             continue
-        winner = max(
-            live, key=lambda a: (a.get("updated_at") or a.get("created_at") or "", a.get("id") or 0)
-        )
-        stats["overruled"] += len(live) - 1
-        label = _choice(winner)
         try:
             item_id = lsc.item_id_of(task)
         except InputError as exc:
-            quarantine.append({"task_id": task.get("id"), "label": label, "reason": str(exc)})
+            quarantine.append(
+                {"task_id": task.get("id"), "label": _choice(live[-1]), "reason": str(exc)}
+            )
             continue
+        n_live = len(live)
+        votes = agr.votes_of(live, lambda a: user_email(a.get("completed_by")))
+        votes_by_item[item_id] = votes
+        if policy != "latest" and len(votes) > 1:
+            resolved[item_id] = agr.resolve_votes(votes, policy)
+            if resolved[item_id] is None:
+                continue  # goes to review: not trained on
+            live = [a for a in live if _choice(a) == resolved[item_id]]
+        winner = max(
+            live, key=lambda a: (a.get("updated_at") or a.get("created_at") or "", a.get("id") or 0)
+        )
+        stats["overruled"] += n_live - 1
+        label = _choice(winner)
+        resolved[item_id] = label
         if label not in allowed:
             quarantine.append(
                 {
@@ -112,6 +137,8 @@ def resolve(
                 "annotator": user_email(winner.get("completed_by")),
                 "annotated_at": winner.get("updated_at") or winner.get("created_at"),
                 "task_id": int(task["id"]),
+                "n_annotators": len(votes),
+                "agreement": agr.item_agreement(votes, label),
             }
         )
         stats["labelled"] += 1
@@ -123,6 +150,8 @@ def resolve(
             f"FLYWHEEL_EXPORT_MAX_BAD_SHARE={max_bad_share:g}); the first: "
             f"{quarantine[0]['reason']}"
         )
+    stats["agreement"] = agr.summary(votes_by_item, resolved)
+    stats["in_review"] = len(stats["agreement"]["in_review"])
     return rows, stats
 
 
@@ -130,7 +159,9 @@ def snapshot_frame(rows: list[dict]):
     """Rows -> the snapshot DataFrame with its content-hash id."""
     import pandas as pd
 
-    frame = pd.DataFrame(rows, columns=COLUMNS[:-1])
+    frame = pd.DataFrame(rows, columns=COLUMNS[:-1] + AGREEMENT_COLUMNS)
+    frame["n_annotators"] = frame["n_annotators"].fillna(1).astype("int64")
+    frame["agreement"] = frame["agreement"].fillna(1.0).astype("float64")
     frame["annotated_at"] = pd.to_datetime(frame["annotated_at"], utc=True, format="ISO8601")
     frame["annotated_at"] = frame["annotated_at"].astype("datetime64[ns, UTC]")
     frame["task_id"] = frame["task_id"].astype("int64")
@@ -145,6 +176,7 @@ def snapshot_frame(rows: list[dict]):
         )
     snapshot_id = digest.hexdigest()[:16]
     frame["snapshot_id"] = snapshot_id
+    frame = frame[COLUMNS + AGREEMENT_COLUMNS]
     return frame, snapshot_id
 
 
@@ -157,16 +189,19 @@ def export_labels(settings: Settings) -> Snapshot:
         tasks,
         settings.label_classes,
         lambda u: lsc.user_email(settings, u),
+        settings.label_resolution,
         settings.export_max_bad_share,
         bad,
     )
     frame, snapshot_id = snapshot_frame(rows)
+    frame.attrs["agreement"] = stats["agreement"]  # for the dataset card
     if bad:
         _write_quarantine(settings, snapshot_id, bad)
     uri = write_snapshot(settings, frame, snapshot_id)
     from flywheel.cards import write_dataset_card
 
     write_dataset_card(settings, frame)  # <snapshot_id>.md beside the local parquet
+    write_quality(settings.snapshot_dir / f"{snapshot_id}.parquet", stats["agreement"])
     return Snapshot(snapshot_id, objectstore.location(uri), frame, stats)
 
 
@@ -193,6 +228,20 @@ def _write_quarantine(settings: Settings, snapshot_id: str, bad: list[dict]) -> 
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(bad, indent=1, default=str))
     tmp.replace(path)
+    return path
+
+
+def quality_path(snapshot_path: Path) -> Path:
+    """`<snapshot_id>.agreement.json` beside the snapshot: its agreement numbers."""
+    return snapshot_path.with_suffix(".agreement.json")
+
+
+def write_quality(snapshot_path: Path, agreement: dict) -> Path:
+    import json
+
+    path = quality_path(snapshot_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(agreement, indent=1, sort_keys=True) + "\n")
     return path
 
 

@@ -97,27 +97,31 @@ def submit(
 
 @app.command()
 def experiment(
-    seeds: Annotated[int, typer.Option(help="How many seeds.")] = 3,
-    start: Annotated[int, typer.Option(help="Seed labels.")] = 20,
-    step: Annotated[int, typer.Option(help="Labels added per round.")] = 20,
-    budget: Annotated[int, typer.Option(help="Most training labels.")] = 300,
+    seeds: Annotated[int, typer.Option(help="How many seeds (each: starting labels + init).")] = 10,
+    start: Annotated[int, typer.Option(help="Starting labels.")] = 20,
+    step: Annotated[int, typer.Option(help="Labels added per round.")] = 40,
+    budget: Annotated[int, typer.Option(help="Most training labels.")] = 400,
     target: Annotated[float, typer.Option(help="Target holdout accuracy.")] = 0.90,
-    strategy: Annotated[str, typer.Option(help="Acquisition function vs random.")] = "margin",
-    max_epochs: Annotated[int, typer.Option(help="Epochs per round.")] = 30,
+    arm: Annotated[
+        list[str] | None, typer.Option(help="Arms (repeat); default: every strategy.")
+    ] = None,
+    max_steps: Annotated[int, typer.Option(help="Optimiser steps per round (fixed).")] = 150,
+    first_seed: Annotated[int, typer.Option(help="First seed (split a run across processes).")] = 0,
+    out: Annotated[Path | None, typer.Option(help="Result folder.")] = None,
 ) -> None:
     """Active learning vs random sampling on the demo collection (several seeds)."""
-    from flywheel.loop.experiment import ExperimentConfig, run_experiment
+    from flywheel.loop.experiment import ExperimentConfig, default_arms, run_experiment
 
     cfg = ExperimentConfig(
-        strategies=(strategy, "random"),
-        seeds=tuple(range(seeds)),
+        arms=list(arm) if arm else default_arms(),
+        seeds=list(range(first_seed, first_seed + seeds)),
         start=start,
         step=step,
         budget=budget,
         target=target,
-        max_epochs=max_epochs,
+        max_steps=max_steps,
     )
-    result = run_experiment(get_settings(), cfg)
+    result = run_experiment(get_settings(), cfg, out)
     console.print(f"plot: {result['plot']}")
 
 

@@ -4,7 +4,9 @@
 2. The fixed holdout is labelled once (the evaluation set every model is scored on), and a
    small random seed set, by the demo annotator (a Label Studio user named as such).
 3. N turns: each runs the pipeline (export -> features -> train -> evaluate -> register ->
-   deploy -> select), then the demo annotator labels what the champion asked for.
+   deploy -> select; a progress bar follows the steps), then the demo annotator labels what
+   the champion asked for, except after the last turn: those picks stay unlabelled in Label
+   Studio's "flywheel queue" tab with the model's guesses and scores, for a person to see.
    Printed per turn: labels so far, holdout accuracy, champion version, time taken.
 4. The report: accuracy vs labels (PNG, also logged to MLflow), the loop latency with its
    breakdown by step, and the URLs to look at.
@@ -17,7 +19,9 @@ from __future__ import annotations
 
 import json
 import random
+import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from rich.console import Console
@@ -47,12 +51,12 @@ def save_history(settings: Settings, history: list[dict]) -> None:
     path.write_text(json.dumps(history, indent=1))
 
 
-def bootstrap(settings: Settings, seed_labels: int, seed: int = 0) -> int:
+def bootstrap(settings: Settings, seed_labels: int, seed: int = 0, limit: int | None = None) -> int:
     """The collection, the labelled holdout and the random seed set; returns labels made."""
     from flywheel.labelling import DemoAnnotator, init_demo, read_catalogue
 
     with console.status("the demo collection in Label Studio..."):
-        init_demo(settings)
+        init_demo(settings, limit=limit)
     items = sorted(read_catalogue(settings)["item_id"])
     holdout = [i for i in items if is_holdout(i, settings.holdout_fraction)]
     pool = [i for i in items if not is_holdout(i, settings.holdout_fraction)]
@@ -99,19 +103,25 @@ def champion_answers(
 
 
 def run_demo(
-    settings: Settings, turns: int = 3, engine: str = "kfp", seed_labels: int | None = None
+    settings: Settings,
+    turns: int = 3,
+    engine: str = "kfp",
+    seed_labels: int | None = None,
+    limit: int | None = None,
 ) -> list[dict]:
     """The demo holds the loop lock throughout, so the trigger service does not start
-    turns of its own from the demo annotator's labels."""
+    turns of its own from the demo annotator's labels. `limit`: only the first N cards."""
     with loop_lock(settings):
-        return _demo(settings, turns, engine, seed_labels)
+        return _demo(settings, turns, engine, seed_labels, limit)
 
 
-def _demo(settings: Settings, turns: int, engine: str, seed_labels: int | None) -> list[dict]:
+def _demo(
+    settings: Settings, turns: int, engine: str, seed_labels: int | None, limit: int | None = None
+) -> list[dict]:
     seed_labels = seed_labels or settings.labels_per_turn
     history = load_history(settings)
     if not history:
-        made = bootstrap(settings, seed_labels)
+        made = bootstrap(settings, seed_labels, limit=limit)
         console.print(f"bootstrap: {made} labels by the demo annotator")
     else:
         last = history[-1]
@@ -123,11 +133,9 @@ def _demo(settings: Settings, turns: int, engine: str, seed_labels: int | None) 
         if made:
             console.print(f"demo annotator: {made} pending labels")
     labels_saved = time.time()
-    for _ in range(turns):
+    for turn_index in range(turns):
         n = len(history) + 1
-        with console.status(
-            f"turn {n}: export -> features -> train -> evaluate -> register -> deploy -> select"
-        ):
+        with step_progress(settings, f"turn {n}"):
             report = run_turn(settings, engine=engine)
         row = report.to_dict()
         row["turn"] = n
@@ -137,12 +145,80 @@ def _demo(settings: Settings, turns: int, engine: str, seed_labels: int | None) 
             else None
         )
         row["loop_latency_s"] = round(answered - labels_saved, 2) if answered else None
+        row["efficiency"] = efficiency(settings, [*history, row])
         history.append(row)
         save_history(settings, history)
         _print_turn(row)
-        made, labels_saved = label_selection(settings, report.selected)
+        if turn_index < turns - 1:
+            made, labels_saved = label_selection(settings, report.selected)
+    # the last turn's picks stay unlabelled in the queue, with the model's guesses, for a
+    # person to see and label (the next `flywheel demo` has the demo annotator do it)
     _report(settings, history)
     return history
+
+
+STEPS = (
+    "export_labels",
+    "build_features",
+    "train",
+    "evaluate",
+    "register",
+    "deploy",
+    "select_for_labelling",
+)
+
+
+@contextmanager
+def step_progress(settings: Settings, title: str, poll_s: float = 0.5):
+    """A progress bar over the turn's steps, advanced as each step records its timing
+    (the steps may run in other processes: KFP tasks)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    started = time.time()
+    stop = threading.Event()
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as progress:
+        task = progress.add_task(f"{title}: {STEPS[0]}", total=len(STEPS))
+
+        def watch():
+            shown = -1
+            while not stop.wait(poll_s):
+                done = [r["step"] for r in timings.read(settings, since=started)]
+                count = sum(step in done for step in STEPS)
+                if count != shown:
+                    shown = count
+                    nxt = STEPS[count] if count < len(STEPS) else "finishing"
+                    last = f" ({done[-1]} done)" if done else ""
+                    progress.update(task, completed=count, description=f"{title}: {nxt}{last}")
+                    if not console.is_terminal:
+                        console.print(f"{title}: {count}/{len(STEPS)} steps, now {nxt}")
+
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        try:
+            yield progress
+        finally:
+            stop.set()
+            watcher.join()
+
+
+def efficiency(settings: Settings, history: list[dict]) -> dict:
+    """The label-efficiency report after the latest turn (flywheel.loop.efficiency), on
+    training labels (the labelled holdout is not training data)."""
+    from dataclasses import asdict
+
+    from flywheel.labelling import read_catalogue
+    from flywheel.loop.efficiency import should_stop
+
+    held = sum(is_holdout(i, settings.holdout_fraction) for i in read_catalogue(settings).item_id)
+    points = [(max(1, h["n_labels"] - held), h["champion_accuracy"]) for h in history]
+    return asdict(should_stop(points, settings.labels_per_turn))
 
 
 def _print_turn(row: dict) -> None:
@@ -154,6 +230,12 @@ def _print_turn(row: dict) -> None:
         f"{row['challenger_accuracy']:.3f}, {promoted}), champion v{row['champion_version']}, "
         f"{row['seconds']:.1f} s{latency}"
     )
+    eff = row.get("efficiency")
+    if eff:
+        console.print(
+            f"  label efficiency: {eff['reason']}"
+            + (" -> stopping rule met" if eff["stop"] else " -> keep labelling")
+        )
 
 
 def plot_history(history: list[dict], path: Path, title: str = "flywheel demo") -> Path:
@@ -222,7 +304,11 @@ def _report(settings: Settings, history: list[dict]) -> None:
     console.print(f"plot: {png}")
     console.print(f"MLflow runs:      {settings.tracking_uri}/#/experiments/{exp_id}/runs")
     console.print(f"MLflow model:     {settings.tracking_uri}/#/models/{settings.model_name}")
-    console.print(f"Label Studio:     {ls_url}/projects/ (tasks with the model's guesses)")
+    queued = len(last.get("selected") or [])
+    console.print(
+        f"Label Studio:     {ls_url}/projects/ : the {queued} items the last turn picked wait "
+        "unlabelled in the 'flywheel queue' tab, most uncertain first, with the model's guesses"
+    )
     transformer = settings.url(settings.transformer_port)
     console.print(f"Serving endpoint: {transformer}/v1/models/{settings.model_name}:predict")
     console.print(

@@ -155,6 +155,21 @@ class Transformer(kserve.Model):
     def validate(self, payload):
         return payload  # preprocess already checked it and returns a Batch
 
+    def get_input_types(self) -> list[dict]:
+        """v2 model metadata (`GET /v2/models/<name>`): what a stock client may send."""
+        return [
+            {"name": "item_id", "datatype": "BYTES", "shape": [-1]},
+            {"name": "image", "datatype": "BYTES", "shape": [-1]},
+        ]
+
+    def get_output_types(self) -> list[dict]:
+        k = len(self.settings.label_classes)
+        return [
+            {"name": "probabilities", "datatype": "FP32", "shape": [-1, k]},
+            {"name": "label", "datatype": "BYTES", "shape": [-1]},
+            {"name": "item_id", "datatype": "BYTES", "shape": [-1]},
+        ]
+
     # --- request -> rows --------------------------------------------------------------------
     async def preprocess(self, payload, headers=None) -> Batch:
         started = time.perf_counter()

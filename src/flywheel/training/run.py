@@ -489,6 +489,9 @@ def finalize(
         version = str(info.registered_model_version)
         set_alias(settings, "challenger", version)
     tracking.log_cards(settings, config, splits, pred.numpy(), fitted, run_id, version)
+    mlflow.set_tag(
+        "mlflow.runName", tracking.run_label(version, len(splits.train) + len(splits.val))
+    )
     uri = f"models:/{settings.model_name}/{version}" if version else info.model_uri
     return _result(fitted, splits, run_id, uri, version, acc, champion_acc)
 

@@ -61,6 +61,25 @@ def git_commit() -> str:
         return "unknown"
 
 
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+
+
+def run_label(version, n_labels: int) -> str:
+    """A training run's name: the turn (the model version it registers) and its labels."""
+    return f"turn-{version}-{n_labels}-labels" if version else f"train-{n_labels}-labels"
+
+
+def log_snapshot_input(frame, snapshot_id: str, name: str = "label-snapshot") -> None:
+    """The label snapshot as the active run's dataset input (item ids, labels, agreement)."""
+    import mlflow
+
+    keep = [c for c in ("item_id", "label", "annotator", "n_annotators", "agreement") if c in frame]
+    data = frame[keep].reset_index(drop=True) if keep else frame
+    dataset = mlflow.data.from_pandas(data, name=f"{name}-{snapshot_id or 'none'}")
+    mlflow.log_input(dataset, context="training")
+
+
 def setup(settings) -> None:
     import mlflow
 
@@ -70,6 +89,8 @@ def setup(settings) -> None:
     mlflow.set_tracking_uri(settings.tracking_uri)
     mlflow.set_registry_uri(settings.tracking_uri)
     mlflow.set_experiment(settings.mlflow_experiment)
+    # a model-training experiment: the MLflow UI opens on its runs, not the GenAI overview
+    mlflow.set_experiment_tag(EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
     mlflow.set_system_metrics_sampling_interval(1)
     mlflow.set_system_metrics_samples_before_logging(1)
 
