@@ -128,14 +128,25 @@ def rehearse(work: Path, console, n_items: int = N_ITEMS, n_labels: int = N_LABE
                 container = dep["spec"]["template"]["spec"]["containers"][0]
                 return chart_env.container_env(rendered, container, NAMESPACE)
 
+            def job_container(name: str) -> dict:
+                job = rendered.get("Job", name)
+                return job["spec"]["template"]["spec"]["containers"][0]
+
             ls_env = deployment_env("label-studio")
             mlflow_env = deployment_env("mlflow")
-            pg_user, pg_password = ls_env["POSTGRE_USER"], ls_env["POSTGRE_PASSWORD"]
+            db_init = job_container("db-init")
+            db_init_env = box.container_env(db_init)
             redis_password = chart_env.secret(rendered, "flywheel-redis", NAMESPACE)["password"]
             bucket = platform["FLYWHEEL_S3_BUCKET"]
         scratch = work / "servers"
-        with clock.step("postgres"):
-            stores.postgres(ports["postgres"], pg_user, pg_password)
+        with clock.step("postgres (+ the chart's db-init Job: one role per service)"):
+            stores.postgres(ports["postgres"], db_init_env["PGUSER"], db_init_env["PGPASSWORD"])
+            local_pg = {"PGHOST": "127.0.0.1", "PGPORT": str(ports["postgres"])}
+            _check(  # the Job's own script, as rendered (it runs in the Postgres image)
+                ["sh", "-ec", db_init["command"][-1]],
+                {**os.environ, **db_init_env, **local_pg},
+                work / "logs" / "db-init.log",
+            )
         with clock.step("redis"):
             stores.redis(ports["redis"], redis_password)
         with clock.step("s3"):
@@ -145,7 +156,10 @@ def rehearse(work: Path, console, n_items: int = N_ITEMS, n_labels: int = N_LABE
         )
         operator = _settings_from(operator_env)
         objectstore.ensure_bucket(operator, f"s3://{bucket}")
-        pg = f"postgresql+psycopg://{pg_user}:{pg_password}@127.0.0.1:{ports['postgres']}"
+        pg = (  # MLflow's own role, made by db-init
+            f"postgresql+psycopg://{mlflow_env['PGUSER']}:{mlflow_env['PGPASSWORD']}"
+            f"@127.0.0.1:{ports['postgres']}"
+        )
         with clock.step("mlflow (basic auth, artifacts in S3) + label studio (postgres)"):
             env = {k: box.localize(v, scratch) for k, v in mlflow_env.items()}
             mlflow_up = stores.mlflow(ports["mlflow"], env, pg, bucket)
@@ -159,6 +173,14 @@ def rehearse(work: Path, console, n_items: int = N_ITEMS, n_labels: int = N_LABE
             ls_up = stores.label_studio(ports["label-studio"], env, _ls_venv())
             mlflow_up()
             ls_up()
+        with clock.step("the chart's mlflow-users Job (one MLflow identity per workload)"):
+            users = job_container("mlflow-users")
+            _check(
+                [sys.executable, *users["command"][1:]],
+                box.pod_env(box.container_env(users), box.scratch("mlflow-users")),
+                work / "logs" / "mlflow-users.log",
+                cwd=REPO,
+            )
 
         with clock.step("compile the pipelines (IR YAML)"):
             ir_dir = work / "ir"
