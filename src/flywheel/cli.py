@@ -184,7 +184,7 @@ GROUPS = [
     ("flywheel.deploy.cli", "crds_app", "crds"),
     ("flywheel.monitoring.cli", "app", "monitor"),
     ("flywheel.monitoring.cli", "report", "report"),
-    ("flywheel.deploy.cli", "restore", "restore"),
+    ("flywheel.deploy.cli", "restore", "restore-cluster"),
 ]
 
 for _module, _attr, _name in GROUPS:

@@ -178,7 +178,7 @@ def s3(tmp_path_factory):
 
 
 def test_backup_then_restore(postgres, s3, tmp_path):
-    """The CronJob's dump script and upload step, then `flywheel restore` brings back a
+    """The CronJob's dump script and upload step, then `flywheel restore-cluster` brings back a
     table that was dropped after the backup."""
     from tests.conftest import ROOT
 
@@ -213,7 +213,7 @@ def test_backup_then_restore(postgres, s3, tmp_path):
 
     def flywheel(*args):
         return subprocess.run(
-            [sys.executable, "-m", "flywheel.cli", "restore", *args],
+            [sys.executable, "-m", "flywheel.cli", "restore-cluster", *args],
             env=env,
             capture_output=True,
             text=True,

@@ -37,6 +37,7 @@ def test_chain_under_load_with_champion_moves(serving):
     MlflowClient(settings.tracking_uri).set_registered_model_alias(MODEL, "previous", old)
     wait_for_version(serving, new, reload=False)
     url = f"{serving.transformer}/v1/models/{MODEL}:predict"
+    _wait_chain_ready(url, {"instances": serving.items[:1]})  # the transformer sees it too
     load = Load(url, {"instances": serving.items[:4]}, clients=CLIENTS).start()
     moves = 0
     try:
@@ -138,3 +139,17 @@ def test_webhook_burst_fires_exactly_the_turns_of_its_distinct_labels(burst_proj
     )
     assert len(turns) == DISTINCT // MIN_LABELS and all(n == MIN_LABELS for n in turns)
     assert status["turns_fired"] == DISTINCT // MIN_LABELS and status["waiting"] == 0
+
+
+def _wait_chain_ready(url: str, body: dict, timeout_s: float = 90) -> None:
+    """The transformer re-checks its predictor's readiness now and then: wait until the
+    chain answers before the load starts (a test precondition, not a fault)."""
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        status = httpx.post(url, json=body, timeout=30).status_code
+        if status == 200:
+            return
+        assert time.monotonic() < deadline, f"the chain did not answer 200 in {timeout_s} s"
+        time.sleep(0.5)

@@ -18,7 +18,7 @@ N_ITEMS = 12
 def test_overlap_majority_and_agreement_in_the_snapshot(stack):
     settings = stack.model_copy(
         update={
-            "home": stack.data_dir / "overlap-home",
+            "home": stack.items_dir / "overlap-home",  # LS serves files under items only
             "label_studio_project": "overlap-tests",
             "label_studio_token": SecretStr(stack.ls_token),
             "label_overlap": 2,

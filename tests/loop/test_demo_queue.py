@@ -21,7 +21,7 @@ N_ITEMS, K = 150, 10
 def demo(stack):
     settings = stack.model_copy(
         update={
-            "home": stack.data_dir / "demo-queue-home",
+            "home": stack.items_dir / "demo-queue-home",  # LS serves files under items only
             "label_studio_project": "demo-queue",
             "label_studio_token": SecretStr(stack.ls_token),
             "model_name": "demo-queue-model",

@@ -32,7 +32,7 @@ FLYWHEEL = [sys.executable, "-m", "flywheel.cli"]
 def poisoned(stack):
     settings = stack.model_copy(
         update={
-            "home": stack.data_dir / "poison-home",
+            "home": stack.items_dir / "poison-home",  # LS serves files under items only
             "label_studio_project": "poison",
             "label_studio_token": SecretStr(stack.ls_token),
             "model_name": "poison-model",

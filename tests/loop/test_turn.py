@@ -153,6 +153,7 @@ def test_model_card_of_a_demo_turn(loop):
         run_turn(loop, engine="direct")
         first = versions(loop)[0]
     client = MlflowClient(loop.tracking_uri)
+    mlflow.set_tracking_uri(loop.tracking_uri)  # earlier tests may have pointed it elsewhere
     card = mlflow.artifacts.load_text(f"runs:/{first.run_id}/model_card.md")
     for section in MODEL_SECTIONS:
         assert f"\n## {section}\n" in card, section
@@ -166,7 +167,7 @@ def test_model_card_of_a_demo_turn(loop):
     run = client.get_run(first.run_id)
     [dataset_input] = run.inputs.dataset_inputs
     snapshot_id = run.data.tags["snapshot_id"]
-    assert dataset_input.dataset.name == snapshot_id
+    assert dataset_input.dataset.name == f"label-snapshot-{snapshot_id}"
     dataset_card = (loop.snapshot_dir / f"{snapshot_id}.md").read_text()
     for section in DATASET_SECTIONS:
         assert f"\n## {section}\n" in dataset_card, section

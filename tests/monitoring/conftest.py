@@ -31,7 +31,7 @@ def demo(stack) -> Demo:
 
     settings = stack.model_copy(
         update={
-            "home": stack.data_dir / "monitoring-home",
+            "home": stack.items_dir / "monitoring-home",  # LS serves files under items only
             "label_studio_project": "monitoring-test",
             "label_studio_token": SecretStr(stack.ls_token),
             "mlflow_experiment": "monitoring-test",

@@ -2,8 +2,8 @@
 
     python -m flywheel.deploy.backup upload DIR     the backup CronJob's second step
     python -m flywheel.deploy.backup bucket         the bucket, versioned (S3 setup Job)
-    flywheel restore --list                         the backups, newest first
-    flywheel restore [--backup STAMP] [--database NAME ...] --yes
+    flywheel restore-cluster --list                 the backups, newest first
+    flywheel restore-cluster [--backup STAMP] [--database NAME ...] --yes
 
 A backup is one folder `s3://<bucket>/<prefix>/<STAMP>/` holding `<database>.dump` files
 (`pg_dump --format=custom`, one per database, made by the CronJob's first container) and a

@@ -198,11 +198,27 @@ def export_labels(settings: Settings) -> Snapshot:
     if bad:
         _write_quarantine(settings, snapshot_id, bad)
     uri = write_snapshot(settings, frame, snapshot_id)
-    from flywheel.cards import write_dataset_card
-
-    write_dataset_card(settings, frame)  # <snapshot_id>.md beside the local parquet
-    write_quality(settings.snapshot_dir / f"{snapshot_id}.parquet", stats["agreement"])
+    _write_cards(settings, frame, uri, stats["agreement"])
     return Snapshot(snapshot_id, objectstore.location(uri), frame, stats)
+
+
+def _write_cards(settings: Settings, frame, uri: str, agreement: dict) -> None:
+    """The dataset card (`<id>.md`) and the agreement numbers (`<id>.agreement.json`) beside
+    the snapshot: on this disk locally, in the object store in cluster mode (never on a
+    pod's own disk)."""
+    import json
+
+    from flywheel.cards import dataset_card, read_catalogue_or_none, write_dataset_card
+
+    if not objectstore.is_remote(uri):
+        write_dataset_card(settings, frame)
+        write_quality(Path(uri), agreement)
+        return
+    base = uri[: -len(".parquet")]
+    card = dataset_card(frame, read_catalogue_or_none(settings), list(settings.label_classes))
+    objectstore.write_bytes(settings, f"{base}.md", card.encode())
+    quality = json.dumps(agreement, indent=1, sort_keys=True) + "\n"
+    objectstore.write_bytes(settings, f"{base}.agreement.json", quality.encode())
 
 
 def write_snapshot(settings: Settings, frame, snapshot_id: str) -> str:

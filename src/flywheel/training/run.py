@@ -340,6 +340,7 @@ def train(frame, settings, config: TrainConfig | None = None) -> TrainResult:
             {**params(config, settings, splits), **rep_info},
             {**tags(config), **rep_info},
         ) as run_id:
+            tracking.log_snapshot_input(frame, config.snapshot_id)  # the run's Datasets column
             fitted = tracked_fit(splits, config, settings, run_id, model)
             if config.mode == "finetune":
                 fitted, splits, rep_info = _publish_finetuned(fitted, splits, settings)

@@ -293,9 +293,9 @@ def snapshot_for_card(settings, splits, snapshot_id: str | None):
 
 
 def log_cards(settings, config, splits, pred, fitted, run_id: str, version: str | None):
-    """In the active run: the snapshot as a dataset input, the dataset and model cards as
-    artifacts, and the card's summary as the registered version's description. The model
-    is registered already: a card that cannot be written is logged (tag
+    """In the active run (the snapshot is its dataset input already): the dataset and model
+    cards as artifacts, and the card's summary as the registered version's description. The
+    model is registered already: a card that cannot be written is logged (tag
     `model_card_error`) and does not fail the run."""
     import logging
 
@@ -317,11 +317,6 @@ def _log_cards(settings, config, splits, pred, fitted, run_id: str, version: str
 
     snapshot, source = snapshot_for_card(settings, splits, config.snapshot_id)
     catalogue = cards.read_catalogue_or_none(settings)
-    columns = [c for c in ("item_id", "label", "annotator", "annotated_at") if c in snapshot]
-    dataset = mlflow.data.from_pandas(
-        snapshot[columns], source=source, targets="label", name=config.snapshot_id or "none"
-    )
-    mlflow.log_input(dataset, context="training")
     mlflow.log_text(cards.dataset_card(snapshot, catalogue, splits.classes), "dataset_card.md")
     facts = cards.ModelFacts(
         model_name=settings.model_name,
