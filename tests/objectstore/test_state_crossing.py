@@ -63,7 +63,7 @@ def test_snapshot_and_training_set_cross_homes(s3_settings, tmp_path):
     frame, sid = snapshot_frame(rows)
     uri = write_snapshot(export_home, frame, sid)
     assert uri == snapshot_uri(features_home, sid) and uri.startswith("s3://")
-    assert not export_home.data_dir.exists()
+    assert not export_home.snapshot_dir.exists()  # (intake's scratch cards may be there)
 
     # ...read in another: features from the S3 catalogue and images, training set to S3
     snap = read_snapshot(features_home, sid)

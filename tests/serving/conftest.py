@@ -105,8 +105,8 @@ def serving(tmp_path_factory, stack) -> Serving:
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    try:  # tests/faults starts this fixture too (same stack, same model): start without one
-        MlflowClient(stack.tracking_uri).delete_registered_model(MODEL)
+    try:  # tests/faults starts this fixture too (same stack, same model): no champion yet
+        MlflowClient(stack.tracking_uri).delete_registered_model_alias(MODEL, "champion")
     except MlflowException:
         pass
     try:

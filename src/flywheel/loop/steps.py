@@ -88,7 +88,7 @@ def train(
 
     s = _settings(settings)
     with timed(s, "train", snapshot_id=snapshot_id) as rec:
-        out = _reuse_turn_version(s, snapshot_id)
+        out = _reuse_turn_version(s, snapshot_id, params)
         if out is not None:  # a rerun of this turn: no duplicate version
             rec.update(out, reused=True)
             return out
@@ -115,12 +115,12 @@ def train(
     return out
 
 
-def _reuse_turn_version(s: Settings, snapshot_id: str) -> dict | None:
+def _reuse_turn_version(s: Settings, snapshot_id: str, params: dict | None) -> dict | None:
     """The train step's output for the version a run of this turn already registered."""
     from flywheel.registry import set_alias
     from flywheel.registry.turns import version_for_turn
 
-    found = version_for_turn(s, snapshot_id)
+    found = version_for_turn(s, snapshot_id, params)
     if found is None:
         return None
     set_alias(s, "challenger", found.version)

@@ -24,8 +24,9 @@ class TurnVersion:
     n_train: int
 
 
-def version_for_turn(settings, snapshot_id: str) -> TurnVersion | None:
-    """The version this model already has for `snapshot_id`, or None."""
+def version_for_turn(settings, snapshot_id: str, params: dict | None = None) -> TurnVersion | None:
+    """The version this model already has for `snapshot_id` (trained with the same `params`:
+    other hyperparameters on the same labels are another run, not a rerun), or None."""
     if not snapshot_id or snapshot_id == "none":
         return None
     client = _client(settings)
@@ -41,6 +42,7 @@ def version_for_turn(settings, snapshot_id: str) -> TurnVersion | None:
                 and tags.get("feature_service") == settings.feature_service
                 and "holdout_accuracy" in metrics
                 and str(mv.status) == "READY"
+                and all(str(run.data.params.get(k)) == str(v) for k, v in (params or {}).items())
             ):
                 return TurnVersion(
                     str(mv.version),
