@@ -66,3 +66,11 @@ def stack(tmp_path_factory) -> Settings:
         yield settings
     finally:
         services.down(settings)
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """The fault suite (tests/faults) runs last: it kills services on purpose, and it starts
+    the serving fixture a second time on the same stack, so the serving tests (which check
+    the not-ready state before any champion exists) must come first."""
+    faults = [i for i in items if "tests/faults/" in i.nodeid]
+    items[:] = [i for i in items if "tests/faults/" not in i.nodeid] + faults

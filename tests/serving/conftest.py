@@ -102,13 +102,6 @@ def serving(tmp_path_factory, stack) -> Serving:
         state.items.append(item_id)
         state.rows[item_id] = pixels(path, settings)
         state.image_paths[item_id] = path
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
-    try:  # tests/faults starts this fixture too (same stack, same model): no champion yet
-        MlflowClient(stack.tracking_uri).delete_registered_model_alias(MODEL, "champion")
-    except MlflowException:
-        pass
     try:
         services.up(settings, ["predictor", "transformer"])
         with httpx.Client(timeout=30) as http:  # before any champion exists
